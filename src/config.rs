@@ -1,0 +1,408 @@
+//! Configuration: a TOML file, then `BINARYREPO_…` environment overrides, then validation of
+//! what serde cannot check (members exist, same format, deploy target, unique names and ports).
+//!
+//! Environment overrides address keys with `__` between levels: `BINARYREPO_SERVER__LISTEN`,
+//! `BINARYREPO_STORAGE__PATH`, and per repository by name (`-` written as `_`):
+//! `BINARYREPO_REPOSITORY__DOCKER_REMOTE__PASSWORD`.
+
+use crate::model::{FormatKind, RepoName};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+pub const EXAMPLE: &str = include_str!("../config.example.toml");
+
+/// Used when no config file is given: a hosted, a remote (Docker Hub) and a virtual repository.
+const EMBEDDED_DEFAULT: &str = r#"
+[[repository]]
+name = "docker-local"
+format = "docker"
+kind = "hosted"
+
+[[repository]]
+name = "docker-remote"
+format = "docker"
+kind = "remote"
+upstream = "https://registry-1.docker.io"
+
+[[repository]]
+name = "docker"
+format = "docker"
+kind = "virtual"
+members = ["docker-local", "docker-remote"]
+deploy_to = "docker-local"
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid environment override {0}: {1}")]
+    Env(String, String),
+    #[error("repository {repo:?}: {problem}")]
+    Repo { repo: String, problem: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default, rename = "repository")]
+    pub repositories: Vec<RepoConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// External base URL (scheme://host[:port]) used in Location headers behind a proxy.
+    pub public_url: Option<Url>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: default_listen(), public_url: None, tls_cert: None, tls_key: None }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Filesystem blobs and the SQLite metadata database live under this directory.
+    #[serde(default = "default_data")]
+    pub path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { path: default_data() }
+    }
+}
+
+fn default_data() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KindName {
+    Hosted,
+    Remote,
+    Virtual,
+}
+
+/// One `[[repository]]` table as written; `validate` turns it into a typed [`RepoSpec`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub name: String,
+    pub format: FormatKind,
+    pub kind: KindName,
+    /// Extra listener where `/v2/<image>` maps to this repository.
+    pub port: Option<u16>,
+    /// Host headers that map to this repository.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    // remote
+    pub upstream: Option<Url>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub metadata_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub negative_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub fetch_timeout: Option<Duration>,
+    #[serde(default)]
+    pub offline: bool,
+    // virtual
+    #[serde(default)]
+    pub members: Vec<String>,
+    pub deploy_to: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteSpec {
+    pub upstream: Url,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub metadata_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub fetch_timeout: Duration,
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum KindSpec {
+    Hosted,
+    Remote(RemoteSpec),
+    Virtual { members: Vec<RepoName>, deploy_to: Option<RepoName> },
+}
+
+/// A validated repository definition.
+#[derive(Debug, Clone)]
+pub struct RepoSpec {
+    pub name: RepoName,
+    pub format: FormatKind,
+    pub kind: KindSpec,
+    pub port: Option<u16>,
+    pub hosts: Vec<String>,
+}
+
+impl Config {
+    /// Load a file (or the embedded default), apply `BINARYREPO_…` overrides from `env`.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?,
+            None => EMBEDDED_DEFAULT.to_string(),
+        };
+        let mut value: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (key, raw) in env {
+            apply_env_override(&mut value, &key, &raw)?;
+        }
+        let config: Config =
+            toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check what serde cannot and produce typed repository specs.
+    pub fn validate(&self) -> Result<Vec<RepoSpec>, ConfigError> {
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(ConfigError::Invalid("server.tls_cert and server.tls_key must be set together".into()));
+        }
+        let mut names = HashSet::new();
+        let mut ports = HashSet::new();
+        let mut hosts = HashSet::new();
+        let mut specs = Vec::new();
+        for repo in &self.repositories {
+            let fail = |problem: &str| ConfigError::Repo { repo: repo.name.clone(), problem: problem.to_string() };
+            let name: RepoName = repo.name.parse().map_err(|e: crate::model::NameError| fail(&e.to_string()))?;
+            if !names.insert(name.clone()) {
+                return Err(fail("the name is used twice"));
+            }
+            if let Some(port) = repo.port {
+                if port == self.server.listen.port() || !ports.insert(port) {
+                    return Err(fail(&format!("port {port} is already used")));
+                }
+            }
+            for host in &repo.hosts {
+                if !hosts.insert(host.to_ascii_lowercase()) {
+                    return Err(fail(&format!("host {host:?} is mapped twice")));
+                }
+            }
+            let kind = repo.kind_spec().map_err(|p| fail(&p))?;
+            specs.push(RepoSpec { name, format: repo.format, kind, port: repo.port, hosts: repo.hosts.clone() });
+        }
+        check_virtuals(&specs)?;
+        Ok(specs)
+    }
+}
+
+impl RepoConfig {
+    fn kind_spec(&self) -> Result<KindSpec, String> {
+        let remote_keys = self.upstream.is_some()
+            || self.username.is_some()
+            || self.password.is_some()
+            || self.metadata_ttl.is_some()
+            || self.negative_ttl.is_some()
+            || self.fetch_timeout.is_some()
+            || self.offline;
+        let virtual_keys = !self.members.is_empty() || self.deploy_to.is_some();
+        match self.kind {
+            KindName::Hosted if remote_keys || virtual_keys => {
+                Err("a hosted repository takes no upstream, credentials, ttls, members or deploy_to".into())
+            }
+            KindName::Hosted => Ok(KindSpec::Hosted),
+            KindName::Remote if virtual_keys => Err("a remote repository takes no members or deploy_to".into()),
+            KindName::Remote => {
+                let upstream = self.upstream.clone().ok_or("a remote repository needs `upstream`")?;
+                if !matches!(upstream.scheme(), "http" | "https") {
+                    return Err("upstream must be an http or https URL".into());
+                }
+                Ok(KindSpec::Remote(RemoteSpec {
+                    upstream,
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                    metadata_ttl: self.metadata_ttl.unwrap_or(Duration::from_secs(300)),
+                    negative_ttl: self.negative_ttl.unwrap_or(Duration::from_secs(30)),
+                    fetch_timeout: self.fetch_timeout.unwrap_or(Duration::from_secs(3600)),
+                    offline: self.offline,
+                }))
+            }
+            KindName::Virtual if remote_keys => {
+                Err("a virtual repository takes no upstream, credentials or ttls".into())
+            }
+            KindName::Virtual => {
+                let parse = |n: &String| n.parse::<RepoName>().map_err(|e| e.to_string());
+                let members = self.members.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+                if members.is_empty() {
+                    return Err("a virtual repository needs `members`".into());
+                }
+                let deploy_to = self.deploy_to.as_ref().map(parse).transpose()?;
+                Ok(KindSpec::Virtual { members, deploy_to })
+            }
+        }
+    }
+}
+
+fn check_virtuals(specs: &[RepoSpec]) -> Result<(), ConfigError> {
+    let find = |name: &RepoName| specs.iter().find(|s| &s.name == name);
+    for spec in specs {
+        let KindSpec::Virtual { members, deploy_to } = &spec.kind else { continue };
+        let fail = |problem: String| ConfigError::Repo { repo: spec.name.to_string(), problem };
+        for member in members {
+            let Some(target) = find(member) else {
+                return Err(fail(format!("member {member} is not a configured repository")));
+            };
+            if target.format != spec.format {
+                return Err(fail(format!("member {member} has another format")));
+            }
+            if matches!(target.kind, KindSpec::Virtual { .. }) {
+                return Err(fail(format!("member {member} is virtual; nest members directly")));
+            }
+        }
+        if let Some(deploy) = deploy_to {
+            if !members.contains(deploy) {
+                return Err(fail(format!("deploy_to {deploy} is not one of the members")));
+            }
+            if !matches!(find(deploy).map(|s| &s.kind), Some(KindSpec::Hosted)) {
+                return Err(fail(format!("deploy_to {deploy} is not a hosted repository")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `BINARYREPO_SERVER__LISTEN=…` sets `server.listen`; values are parsed as TOML when they can be.
+fn apply_env_override(root: &mut toml::Table, key: &str, raw: &str) -> Result<(), ConfigError> {
+    let Some(rest) = key.strip_prefix("BINARYREPO_") else { return Ok(()) };
+    if rest == "CONFIG" || rest == "LOG" {
+        return Ok(());
+    }
+    let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    let value = parse_env_value(raw);
+    let fail = |why: &str| ConfigError::Env(key.to_string(), why.to_string());
+    match parts.as_slice() {
+        [section, field] if section != "repository" => {
+            let table = root.entry(section.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+            let table = table.as_table_mut().ok_or_else(|| fail("not a table"))?;
+            table.insert(field.clone(), value);
+            Ok(())
+        }
+        [section, repo, field] if section == "repository" => {
+            let repos = root
+                .get_mut("repository")
+                .and_then(|r| r.as_array_mut())
+                .ok_or_else(|| fail("no repositories configured"))?;
+            let target = repos
+                .iter_mut()
+                .filter_map(|r| r.as_table_mut())
+                .find(|t| t.get("name").and_then(|n| n.as_str()).is_some_and(|n| n.replace('-', "_") == *repo))
+                .ok_or_else(|| fail("no repository with that name"))?;
+            target.insert(field.clone(), value);
+            Ok(())
+        }
+        _ => Err(fail("use BINARYREPO_<SECTION>__<KEY> or BINARYREPO_REPOSITORY__<NAME>__<KEY>")),
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let parsed: Result<toml::Table, _> = toml::from_str(&format!("v = {raw}"));
+    match parsed.ok().and_then(|mut t| t.remove("v")) {
+        Some(v) if !v.is_str() => v,
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let config = load_str(EXAMPLE, &[]).unwrap();
+        let specs = config.validate().unwrap();
+        assert!(specs.iter().any(|s| matches!(s.kind, KindSpec::Virtual { .. })));
+    }
+
+    #[test]
+    fn embedded_default_has_three_repos() {
+        let config = Config::load(None, std::iter::empty()).unwrap();
+        let names: Vec<_> = config.repositories.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["docker-local", "docker-remote", "docker"]);
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8081");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = load_str("[[repository]]\nname=\"a\"\nformat=\"docker\"\nkind=\"hosted\"\nupstreem=\"x\"\n", &[])
+            .unwrap_err();
+        assert!(err.to_string().contains("upstreem"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides() {
+        let text = "[[repository]]\nname=\"docker-remote\"\nformat=\"docker\"\nkind=\"remote\"\nupstream=\"http://127.0.0.1:5000\"\n";
+        let config = load_str(
+            text,
+            &[
+                ("BINARYREPO_SERVER__LISTEN", "127.0.0.1:9999"),
+                ("BINARYREPO_REPOSITORY__DOCKER_REMOTE__PASSWORD", "s3cret"),
+                ("BINARYREPO_REPOSITORY__DOCKER_REMOTE__METADATA_TTL", "1m"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9999);
+        assert_eq!(config.repositories[0].password.as_deref(), Some("s3cret"));
+        assert_eq!(config.repositories[0].metadata_ttl, Some(Duration::from_secs(60)));
+        assert!(load_str(text, &[("BINARYREPO_NOPE", "1")]).is_err());
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let hosted = "[[repository]]\nname=\"h\"\nformat=\"docker\"\nkind=\"hosted\"\n";
+        let cases = [
+            ("[[repository]]\nname=\"r\"\nformat=\"docker\"\nkind=\"remote\"\n", "needs `upstream`"),
+            (&format!("{hosted}{hosted}"), "used twice"),
+            (&format!("{hosted}[[repository]]\nname=\"v\"\nformat=\"docker\"\nkind=\"virtual\"\nmembers=[\"x\"]\n"), "not a configured"),
+            (&format!("{hosted}[[repository]]\nname=\"v\"\nformat=\"docker\"\nkind=\"virtual\"\nmembers=[\"h\"]\ndeploy_to=\"z\"\n"), "not one of the members"),
+            ("[[repository]]\nname=\"Bad\"\nformat=\"docker\"\nkind=\"hosted\"\n", "invalid repository name"),
+            ("[[repository]]\nname=\"h\"\nformat=\"docker\"\nkind=\"hosted\"\nupstream=\"http://x\"\n", "takes no upstream"),
+        ];
+        for (text, want) in cases {
+            let err = load_str(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should contain {want}");
+        }
+    }
+}

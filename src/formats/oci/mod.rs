@@ -1,0 +1,136 @@
+//! OCI distribution-spec v1.1 / Docker Registry HTTP API v2.
+//! <https://github.com/opencontainers/distribution-spec/blob/main/spec.md>
+//!
+//! Addressing: under `/v2/`, a repository is chosen by the listener (port method), by the
+//! `Host` header (host method) or by the first path component (path method); the rest of
+//! the path is parsed by [`route::parse`].
+
+pub mod error;
+pub mod lists;
+pub mod manifest;
+pub mod paths;
+pub mod pull;
+pub mod push;
+pub mod route;
+
+use super::{mount, Ctx, Format};
+use crate::auth::Principal;
+use crate::model::Action;
+use crate::repo::{Remote, Repo, Repos};
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Method, Request};
+use axum::response::{IntoResponse, Response};
+use error::{ErrorCode, OciError};
+use route::Route;
+use std::sync::Arc;
+
+pub const API_VERSION_HEADER: &str = "Docker-Distribution-API-Version";
+
+pub struct Oci;
+
+#[async_trait]
+impl Format for Oci {
+    type Route = Route;
+    type Error = OciError;
+
+    fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, OciError> {
+        route::parse(method, path, query)
+    }
+
+    fn action(route: &Route) -> Action {
+        route::action(route)
+    }
+
+    async fn serve(&self, repo: &Arc<Repo>, ctx: &Ctx, route: Route, req: Request<Body>) -> Result<Response, OciError> {
+        match route {
+            Route::GetManifest { name, reference, head } => pull::get_manifest(repo, &name, &reference, head).await,
+            Route::GetBlob { name, digest, head } => pull::get_blob(repo, &name, &digest, head, req.headers()).await,
+            Route::PutManifest { name, reference } => push::put_manifest(repo, ctx, &name, &reference, req).await,
+            Route::DeleteManifest { name, reference } => push::delete_manifest(repo, &name, &reference).await,
+            Route::DeleteBlob { digest, .. } => push::delete_blob(repo, &digest).await,
+            Route::StartUpload { name, digest, mount, from } => {
+                push::start_upload(repo, ctx, &name, digest, mount, from, req).await
+            }
+            Route::UploadStatus { name, id } => push::upload_status(repo, ctx, &name, &id).await,
+            Route::PatchUpload { name, id } => push::patch_upload(repo, ctx, &name, &id, req).await,
+            Route::FinishUpload { name, id, digest } => push::finish_upload(repo, ctx, &name, &id, &digest, req).await,
+            Route::CancelUpload { name, id } => push::cancel_upload(repo, &name, &id).await,
+            Route::ListTags { name, page } => lists::tags(repo, ctx, &name, &page).await,
+            Route::ListReferrers { name, digest, artifact_type } => {
+                lists::referrers(repo, &name, &digest, artifact_type.as_deref()).await
+            }
+            Route::Catalog { page } => lists::catalog(std::slice::from_ref(repo), false, &page).await,
+        }
+    }
+}
+
+/// How `/v2/` requests find their repository.
+#[derive(Debug, Clone)]
+pub enum Addressing {
+    /// A listener bound to one repository (`port = …`).
+    Port(String),
+    /// The main listener: Host header, else the first path component.
+    Shared,
+}
+
+/// Serve any request under `/v2`.
+pub async fn dispatch(
+    repos: Arc<Repos>,
+    public_url: Option<url::Url>,
+    addressing: &Addressing,
+    req: Request<Body>,
+) -> Response {
+    let path = req.uri().path().to_string();
+    let rest = path.strip_prefix("/v2").unwrap_or(&path).trim_start_matches('/').to_string();
+    let mut ctx = Ctx { principal: Principal::Anonymous, prefix: String::new(), public_url, repos: repos.clone() };
+    if rest.is_empty() {
+        return base(req.method());
+    }
+    let host = req.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let fixed = match addressing {
+        Addressing::Port(name) => repos.get(name).cloned(),
+        Addressing::Shared => repos.by_host(host).cloned(),
+    };
+    if let Some(repo) = fixed {
+        return mount(&Oci, &repo, &ctx, &rest, req).await;
+    }
+    if rest == "_catalog" {
+        let page = match route::parse(req.method(), &rest, req.uri().query()) {
+            Ok(Route::Catalog { page }) => page,
+            Ok(_) => return OciError::new(ErrorCode::Unsupported, "unsupported").into_response(),
+            Err(e) => return e.into_response(),
+        };
+        let readable: Vec<Arc<Repo>> = repos
+            .all()
+            .filter(|r| !r.is_virtual())
+            .filter(|r| crate::auth::authorize(&ctx.principal, &r.name, Action::Read).is_ok())
+            .cloned()
+            .collect();
+        return lists::catalog(&readable, true, &page).await.unwrap_or_else(IntoResponse::into_response);
+    }
+    let (key, inner) = rest.split_once('/').unwrap_or((&rest, ""));
+    let Some(repo) = repos.get(key).cloned() else {
+        let message = format!("no repository {key:?}; address images as <host>/<repository>/<image>");
+        return OciError::new(ErrorCode::NameUnknown, message).into_response();
+    };
+    ctx.prefix = format!("{key}/");
+    mount(&Oci, &repo, &ctx, inner, req).await
+}
+
+fn base(method: &Method) -> Response {
+    if *method != Method::GET && *method != Method::HEAD {
+        return OciError::new(ErrorCode::Unsupported, "only GET and HEAD on /v2/").into_response();
+    }
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], "{}").into_response()
+}
+
+/// The name to ask an upstream for: Docker Hub keeps official images under `library/`.
+pub fn upstream_name(remote: &Remote, name: &str) -> String {
+    let docker_hub = matches!(remote.upstream_host(), "registry-1.docker.io" | "docker.io" | "index.docker.io");
+    if docker_hub && !name.contains('/') {
+        format!("library/{name}")
+    } else {
+        name.to_string()
+    }
+}

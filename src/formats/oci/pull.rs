@@ -1,0 +1,207 @@
+//! Pull endpoints: manifests by tag or digest and blobs with `Range`, from hosted storage,
+//! the remote cache (streamed while fetched) or a virtual repository's members.
+
+use super::error::{ErrorCode, OciError};
+use super::manifest::{self, ACCEPTED, MAX_MANIFEST};
+use super::paths;
+use super::route::Reference;
+use super::upstream_name;
+use crate::model::{unix_now, Digest, Entry};
+use crate::repo::{CacheStatus, Found, Freshness, Lookup, Remote, Repo, UpstreamRequest};
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+
+pub const DIGEST_HEADER: &str = "Docker-Content-Digest";
+
+pub fn manifest_request(remote: &Remote, name: &str, reference: &Reference) -> UpstreamRequest {
+    let upstream = upstream_name(remote, name);
+    UpstreamRequest {
+        path: format!("v2/{upstream}/manifests/{reference}"),
+        accept: ACCEPTED.iter().map(|s| s.to_string()).collect(),
+        freshness: match reference {
+            Reference::Tag(_) => Freshness::Mutable,
+            Reference::Digest(_) => Freshness::Immutable,
+        },
+        expected: match reference {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(_) => None,
+        },
+        package: Some(name.to_string()),
+        auth_scope: Some(format!("repository:{upstream}:pull")),
+        document_limit: Some(MAX_MANIFEST),
+        digest_header: Some(DIGEST_HEADER),
+    }
+}
+
+fn blob_request(remote: &Remote, name: &str, digest: &Digest) -> UpstreamRequest {
+    let upstream = upstream_name(remote, name);
+    UpstreamRequest {
+        path: format!("v2/{upstream}/blobs/{digest}"),
+        accept: Vec::new(),
+        freshness: Freshness::Immutable,
+        expected: Some(digest.clone()),
+        package: None,
+        auth_scope: Some(format!("repository:{upstream}:pull")),
+        document_limit: None,
+        digest_header: None,
+    }
+}
+
+/// Find a manifest in `repo` (or its members, or upstream), recording fetched ones.
+pub async fn find_manifest(repo: &Repo, name: &str, reference: &Reference) -> Result<(Found, bytes::Bytes), OciError> {
+    let path = match reference {
+        Reference::Tag(tag) => paths::tag(name, tag),
+        Reference::Digest(digest) => paths::manifest(name, digest),
+    };
+    let upstream = |remote: &Remote| manifest_request(remote, name, reference);
+    let lookup = Lookup { path, upstream: Some(&upstream) };
+    let unknown = || OciError::new(ErrorCode::ManifestUnknown, format!("manifest {name}:{reference} is unknown"));
+    let found =
+        repo.get(&lookup).await.map_err(|e| OciError::from_repo(e, ErrorCode::ManifestUnknown))?.ok_or_else(unknown)?;
+    let holder = holder(repo, &found);
+    let bytes = holder.read_entry(&found.entry, MAX_MANIFEST).await?;
+    if matches!(found.cache_status(), Some(CacheStatus::Miss { .. })) {
+        record_manifest(holder, name, &found.entry, &bytes).await?;
+    }
+    Ok((found, bytes))
+}
+
+/// The repository (itself or a member) that holds what was found.
+fn holder<'a>(repo: &'a Repo, found: &Found) -> &'a Repo {
+    repo.readable().into_iter().find(|r| r.name == found.repo).unwrap_or(repo)
+}
+
+/// Keep a manifest fetched from upstream under its digest too, with its subject, so later
+/// pulls by digest and referrer queries are served from the cache.
+async fn record_manifest(holder: &Repo, name: &str, fetched: &Entry, bytes: &[u8]) -> Result<(), OciError> {
+    let Ok(parsed) = manifest::parse(bytes, fetched.media_type.as_deref()) else {
+        return Ok(());
+    };
+    let Ok(digest) = fetched.digest.parse::<Digest>() else { return Ok(()) };
+    let entry = manifest_entry(name, &digest, fetched.blob.clone(), bytes.len() as u64, &parsed, fetched.checked_at);
+    holder.put_entry(&entry).await?;
+    Ok(())
+}
+
+pub fn manifest_entry(
+    name: &str,
+    digest: &Digest,
+    blob: String,
+    size: u64,
+    parsed: &manifest::Manifest,
+    now: i64,
+) -> Entry {
+    Entry {
+        repo: String::new(),
+        path: paths::manifest(name, digest),
+        digest: digest.to_string(),
+        blob,
+        size,
+        media_type: Some(parsed.media_type.clone()),
+        package: Some(name.to_string()),
+        refers_to: parsed.subject.as_ref().map(ToString::to_string),
+        attrs: serde_json::json!({ "artifactType": parsed.artifact_type, "annotations": parsed.annotations }),
+        created_at: now.max(unix_now()),
+        checked_at: now,
+        etag: None,
+    }
+}
+
+pub async fn get_manifest(repo: &Repo, name: &str, reference: &Reference, head: bool) -> Result<Response, OciError> {
+    let (found, bytes) = find_manifest(repo, name, reference).await?;
+    let media_type = found.entry.media_type.clone().unwrap_or_else(|| manifest::OCI_MANIFEST.to_string());
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, media_type)
+        .header(header::CONTENT_LENGTH, bytes.len())
+        .header(DIGEST_HEADER, &found.entry.digest)
+        .header(header::ETAG, format!("\"{}\"", found.entry.digest));
+    if let Some(status) = found.cache_status() {
+        response = response.header("Cache-Status", status.header_value());
+    }
+    let body = if head { Body::empty() } else { Body::from(bytes) };
+    response.body(body).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()))
+}
+
+pub async fn get_blob(
+    repo: &Repo,
+    name: &str,
+    digest: &Digest,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, OciError> {
+    let upstream = |remote: &Remote| blob_request(remote, name, digest);
+    let lookup = Lookup { path: paths::blob(digest), upstream: Some(&upstream) };
+    let unknown = || OciError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown to this repository"));
+    let found =
+        repo.get(&lookup).await.map_err(|e| OciError::from_repo(e, ErrorCode::BlobUnknown))?.ok_or_else(unknown)?;
+    let size = found.entry.size;
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(raw) => Some(parse_range(raw, size).ok_or_else(|| {
+            OciError::new(ErrorCode::RangeInvalid, format!("range {raw} is not satisfiable for {size} bytes"))
+                .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
+        })?),
+        None => None,
+    };
+    let mut response = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(DIGEST_HEADER, digest.to_string())
+        .header(header::ETAG, format!("\"{digest}\""));
+    if let Some(status) = found.cache_status() {
+        response = response.header("Cache-Status", status.header_value());
+    }
+    response = match range {
+        Some((start, end)) => response
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"))
+            .header(header::CONTENT_LENGTH, end - start + 1),
+        None => response.status(StatusCode::OK).header(header::CONTENT_LENGTH, size),
+    };
+    if head {
+        return response.body(Body::empty()).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()));
+    }
+    let holder = holder(repo, &found);
+    let stream = holder.open(found, range).await?;
+    response.body(Body::from_stream(stream)).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()))
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive `(start, end)` within `size`.
+pub fn parse_range(raw: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = raw.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            if n == 0 {
+                return None;
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (start, "") => (start.parse().ok()?, size - 1),
+        (start, end) => (start.parse().ok()?, end.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-4", 10), Some((0, 4)));
+        assert_eq!(parse_range("bytes=5-", 10), Some((5, 9)));
+        assert_eq!(parse_range("bytes=-3", 10), Some((7, 9)));
+        assert_eq!(parse_range("bytes=8-100", 10), Some((8, 9)));
+        assert_eq!(parse_range("bytes=10-", 10), None);
+        assert_eq!(parse_range("bytes=5-2", 10), None);
+        assert_eq!(parse_range("items=0-1", 10), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 10), None);
+        assert_eq!(parse_range("bytes=0-0", 0), None);
+    }
+}

@@ -1,0 +1,90 @@
+//! The HTTP edge: the router (health, `/v2` for OCI), the main listener and one extra
+//! listener per repository `port`, optional native TLS, and request logging.
+
+mod tls;
+
+use crate::formats::oci::{self, Addressing, API_VERSION_HEADER};
+use crate::repo::Repos;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone)]
+struct Shared {
+    repos: Arc<Repos>,
+    public_url: Option<url::Url>,
+    addressing: Addressing,
+}
+
+pub fn router(repos: Arc<Repos>, public_url: Option<url::Url>, addressing: Addressing) -> Router {
+    let shared = Shared { repos, public_url, addressing };
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v2", axum::routing::any(serve_oci))
+        .route("/v2/", axum::routing::any(serve_oci))
+        .route("/v2/{*rest}", axum::routing::any(serve_oci))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(shared)
+        .layer(middleware::from_fn(log_request))
+}
+
+async fn serve_oci(State(shared): State<Shared>, req: Request<Body>) -> Response {
+    let mut response = oci::dispatch(shared.repos, shared.public_url, &shared.addressing, req).await;
+    response.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+async fn log_request(req: Request<Body>, next: Next) -> impl IntoResponse {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let response = next.run(req).await;
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::warn!(%method, %uri, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    } else {
+        tracing::info!(%method, %uri, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    }
+    response
+}
+
+/// One listener: an address, the router it serves, and whether it speaks TLS.
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub router: Router,
+    pub label: String,
+}
+
+/// Bind every listener first (so configuration errors surface before serving), then serve.
+pub async fn serve(listeners: Vec<Listener>, tls: Option<tls::TlsFiles>) -> anyhow::Result<()> {
+    let acceptor = tls.map(|files| tls::acceptor(&files)).transpose()?;
+    let mut bound = Vec::new();
+    for listener in listeners {
+        let socket = tokio::net::TcpListener::bind(listener.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", listener.addr))?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{} ({})", socket.local_addr()?, listener.label);
+        bound.push((socket, listener.router));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (socket, router) in bound {
+        match acceptor.clone() {
+            Some(acceptor) => tasks.spawn(tls::serve(socket, router, acceptor)),
+            None => tasks.spawn(async move { axum::serve(socket, router).await.map_err(anyhow::Error::from) }),
+        };
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+pub use tls::TlsFiles;

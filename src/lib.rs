@@ -1,0 +1,112 @@
+//! binaryrepo: a binary artifact manager. Hosted, remote (pull-through cache) and virtual
+//! repositories over one single-instance, content-addressed blob store.
+//!
+//! Layers point one way: `http → formats → repo → storage → model` (see ARCHITECTURE.md).
+
+pub mod auth;
+pub mod config;
+pub mod formats;
+pub mod http;
+pub mod model;
+pub mod repo;
+pub mod storage;
+
+use config::{Config, KindSpec, RepoSpec};
+use formats::oci::Addressing;
+use repo::{Remote, Repo, RepoKind, Repos, Stores};
+use std::sync::Arc;
+use storage::blob::fs::FsBlobStore;
+use storage::meta::sqlite::SqliteMetaStore;
+
+/// A built server: stores opened, repositories wired, listeners planned.
+pub struct App {
+    pub config: Config,
+    pub repos: Arc<Repos>,
+    specs: Vec<RepoSpec>,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let specs = config.validate()?;
+        let data = &config.storage.path;
+        std::fs::create_dir_all(data)
+            .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
+        let blobs = FsBlobStore::open(data).await?;
+        let meta = SqliteMetaStore::open(&data.join("metadata.db")).await?;
+        let stores = Arc::new(Stores { blobs: Arc::new(blobs), meta: Arc::new(meta) });
+        let repos = build_repos(&specs, &stores)?;
+        Ok(App { config, repos: Arc::new(repos), specs })
+    }
+
+    /// The main listener plus one per repository `port`.
+    pub fn listeners(&self) -> Vec<http::Listener> {
+        let public_url = self.config.server.public_url.clone();
+        let main = self.config.server.listen;
+        let mut listeners = vec![http::Listener {
+            addr: main,
+            router: http::router(self.repos.clone(), public_url.clone(), Addressing::Shared),
+            label: "all repositories".into(),
+        }];
+        for spec in &self.specs {
+            if let Some(port) = spec.port {
+                listeners.push(http::Listener {
+                    addr: std::net::SocketAddr::new(main.ip(), port),
+                    router: http::router(
+                        self.repos.clone(),
+                        public_url.clone(),
+                        Addressing::Port(spec.name.to_string()),
+                    ),
+                    label: format!("repository {}", spec.name),
+                });
+            }
+        }
+        listeners
+    }
+
+    pub fn describe(&self) -> Vec<String> {
+        self.specs
+            .iter()
+            .map(|spec| {
+                let kind = match &spec.kind {
+                    KindSpec::Hosted => "hosted".to_string(),
+                    KindSpec::Remote(r) => format!("remote → {}", r.upstream),
+                    KindSpec::Virtual { members, deploy_to } => {
+                        let members: Vec<_> = members.iter().map(ToString::to_string).collect();
+                        let deploy = deploy_to.as_ref().map(|d| format!(", deploy to {d}")).unwrap_or_default();
+                        format!("virtual over [{}]{deploy}", members.join(", "))
+                    }
+                };
+                format!("{} ({}, {kind})", spec.name, spec.format.as_str())
+            })
+            .collect()
+    }
+
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let tls = match (&self.config.server.tls_cert, &self.config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(http::TlsFiles { cert: cert.clone(), key: key.clone() }),
+            _ => None,
+        };
+        http::serve(self.listeners(), tls).await
+    }
+}
+
+fn build_repos(specs: &[RepoSpec], stores: &Arc<Stores>) -> anyhow::Result<Repos> {
+    let mut built: Vec<(Arc<Repo>, Vec<String>)> = Vec::new();
+    // Hosted and remote first, so virtual repositories can hold their members.
+    for spec in specs.iter().filter(|s| !matches!(s.kind, KindSpec::Virtual { .. })) {
+        let kind = match &spec.kind {
+            KindSpec::Remote(remote) => RepoKind::Remote(Box::new(Remote::new(remote.clone())?)),
+            _ => RepoKind::Hosted,
+        };
+        built.push((Arc::new(Repo::new(spec.name.clone(), spec.format, kind, stores.clone())), spec.hosts.clone()));
+    }
+    for spec in specs {
+        let KindSpec::Virtual { members, deploy_to } = &spec.kind else { continue };
+        let find = |name: &model::RepoName| built.iter().find(|(r, _)| &r.name == name).map(|(r, _)| r.clone());
+        let members = members.iter().filter_map(find).collect();
+        let deploy_to = deploy_to.as_ref().and_then(find);
+        let kind = RepoKind::Virtual { members, deploy_to };
+        built.push((Arc::new(Repo::new(spec.name.clone(), spec.format, kind, stores.clone())), spec.hosts.clone()));
+    }
+    Ok(Repos::new(built))
+}

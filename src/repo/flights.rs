@@ -1,0 +1,225 @@
+//! Coalescing with streaming fan-out: at most one upstream fetch per (repository, path) at a
+//! time. The fetch runs on its own task (a client hanging up cannot cancel it for the others),
+//! writes into a temporary blob, and every reader tails that blob while it grows, from the
+//! first byte. Nothing is published unless the body is complete and matches its digest; if
+//! it is not, every reader's stream ends with an error, never a silently short body.
+
+use super::upstream::Upstream;
+use super::{RepoError, UpstreamRequest};
+use crate::model::{unix_now, Algorithm, Digest, Entry};
+use crate::storage::{BlobError, BlobStore, ByteStream, MetaStore};
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Connecting,
+    Running { written: u64, total: Option<u64>, media_type: Option<String> },
+    Done(Entry),
+    NotFound,
+    Failed(String),
+}
+
+#[derive(Default)]
+pub struct Flights {
+    running: Mutex<HashMap<String, watch::Receiver<Progress>>>,
+}
+
+/// Everything a fetch task needs, owned so the task outlives the request that started it.
+pub struct FetchJob {
+    pub upstream: Arc<Upstream>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetaStore>,
+    pub repo: String,
+    pub path: String,
+    pub request: UpstreamRequest,
+    pub timeout: Duration,
+}
+
+pub struct FlightReader {
+    rx: watch::Receiver<Progress>,
+    upload_id: String,
+    blobs: Arc<dyn BlobStore>,
+    /// Whether this reader joined a fetch that another request started.
+    pub collapsed: bool,
+}
+
+impl Flights {
+    /// Join the running fetch for `job.path` or start one.
+    pub fn join_or_start(self: &Arc<Self>, job: FetchJob) -> FlightReader {
+        let key = format!("{}\n{}", job.repo, job.path);
+        let upload_id = flight_upload_id(&key);
+        let blobs = job.blobs.clone();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = running.get(&key) {
+            return FlightReader { rx: rx.clone(), upload_id, blobs, collapsed: true };
+        }
+        let (tx, rx) = watch::channel(Progress::Connecting);
+        running.insert(key.clone(), rx.clone());
+        let flights = self.clone();
+        let id = upload_id.clone();
+        tokio::spawn(async move {
+            let timeout = job.timeout;
+            let outcome = match tokio::time::timeout(timeout, run(&job, &id, &tx)).await {
+                Ok(Ok(entry)) => Progress::Done(entry),
+                Ok(Err(RepoError::NotFound)) => Progress::NotFound,
+                Ok(Err(e)) => Progress::Failed(e.to_string()),
+                Err(_) => Progress::Failed(format!("upstream fetch exceeded {timeout:?}")),
+            };
+            if !matches!(outcome, Progress::Done(_)) {
+                let _ = job.blobs.abort_upload(&id).await;
+                if let Progress::Failed(why) = &outcome {
+                    tracing::warn!(repo = %job.repo, path = %job.path, "upstream fetch failed: {why}");
+                }
+            }
+            tx.send_replace(outcome);
+            flights.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        });
+        FlightReader { rx, upload_id, blobs, collapsed: false }
+    }
+}
+
+/// Upload ids must be safe file names; the key is hashed so readers find the fetch's temp blob.
+fn flight_upload_id(key: &str) -> String {
+    format!("fetch-{}-{}", &Digest::sha256_of(key.as_bytes()).hex()[..32], uuid::Uuid::new_v4().simple())
+}
+
+async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> Result<Entry, RepoError> {
+    let request = &job.request;
+    let response =
+        job.upstream.send(Method::GET, &request.path, &request.accept, request.auth_scope.as_deref()).await?;
+    match response.status() {
+        StatusCode::OK => {}
+        StatusCode::NOT_FOUND => return Err(RepoError::NotFound),
+        status => {
+            return Err(RepoError::Upstream { status: status.as_u16(), message: format!("GET {}", request.path) })
+        }
+    }
+    let total = response.content_length();
+    let media_type =
+        response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let etag = response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let algorithm = request.expected.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
+    let mut writer = job.blobs.create(upload_id, algorithm).await?;
+    tx.send_replace(Progress::Running { written: 0, total, media_type: media_type.clone() });
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let step = match chunk {
+            Ok(bytes) => writer.write(&bytes).await,
+            Err(e) => Err(BlobError::Io(std::io::Error::other(e.to_string()))),
+        };
+        if let Err(e) = step {
+            writer.abort().await;
+            return Err(RepoError::Unreachable(format!("upstream body failed: {e}")));
+        }
+        let written = writer.written();
+        tx.send_modify(|p| {
+            if let Progress::Running { written: w, .. } = p {
+                *w = written;
+            }
+        });
+    }
+    if let Some(total) = total.filter(|t| *t != writer.written()) {
+        let got = writer.written();
+        writer.abort().await;
+        return Err(RepoError::Corrupt(format!("upstream body ended at {got} of {total} bytes")));
+    }
+    let info = writer.commit(request.expected.as_ref()).await.map_err(|e| match e {
+        BlobError::DigestMismatch { .. } => RepoError::Corrupt(e.to_string()),
+        other => RepoError::Blob(other),
+    })?;
+    let now = unix_now();
+    let entry = Entry {
+        repo: job.repo.clone(),
+        path: job.path.clone(),
+        digest: request.expected.as_ref().unwrap_or(&info.sha256).to_string(),
+        blob: info.sha256.hex().to_string(),
+        size: info.size,
+        media_type,
+        package: request.package.clone(),
+        refers_to: None,
+        attrs: serde_json::json!({}),
+        created_at: now,
+        checked_at: now,
+        etag,
+    };
+    job.meta.put_entry(&entry).await?;
+    Ok(entry)
+}
+
+impl FlightReader {
+    /// Wait until the upstream answered: the total size if known, or why there is nothing.
+    pub async fn started(&mut self) -> Result<(Option<u64>, Option<String>), RepoError> {
+        loop {
+            match &*self.rx.borrow_and_update() {
+                Progress::Connecting => {}
+                // Without a length we cannot send Content-Length: wait for the whole blob instead.
+                Progress::Running { total: None, .. } => {}
+                Progress::Running { total, media_type, .. } => return Ok((*total, media_type.clone())),
+                Progress::Done(entry) => return Ok((Some(entry.size), entry.media_type.clone())),
+                Progress::NotFound => return Err(RepoError::NotFound),
+                Progress::Failed(why) => return Err(RepoError::Unreachable(why.clone())),
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(RepoError::Unreachable("fetch task ended".into()));
+            }
+        }
+    }
+
+    /// The bytes `[start, end]` (inclusive) of the fetched blob, tailing it while it grows.
+    pub fn into_stream(self, range: Option<(u64, u64)>) -> ByteStream {
+        let FlightReader { mut rx, upload_id, blobs, .. } = self;
+        let (mut pos, end) = match range {
+            Some((start, end)) => (start, Some(end + 1)),
+            None => (0, None),
+        };
+        Box::pin(async_stream::try_stream! {
+            loop {
+                let progress = rx.borrow_and_update().clone();
+                let (available, done) = match &progress {
+                    Progress::Connecting => (pos, None),
+                    Progress::Running { written, .. } => (*written, None),
+                    Progress::Done(entry) => (entry.size, Some(entry.clone())),
+                    Progress::NotFound => Err(std::io::Error::other("upstream has no such blob"))?,
+                    Progress::Failed(why) => Err(std::io::Error::other(why.clone()))?,
+                };
+                let stop = end.map_or(available, |e| e.min(available));
+                if let Some(entry) = done {
+                    if pos < stop {
+                        let sha = Digest::from_sha256_hex(&entry.blob).map_err(std::io::Error::other)?;
+                        let mut rest = blobs.open(&sha, Some((pos, stop - 1))).await.map_err(std::io::Error::other)?;
+                        while let Some(chunk) = rest.next().await {
+                            yield chunk?;
+                        }
+                    }
+                    break;
+                }
+                if pos < stop {
+                    match blobs.open_upload(&upload_id, pos, stop).await {
+                        Ok(mut part) => {
+                            while let Some(chunk) = part.next().await {
+                                let chunk = chunk?;
+                                pos += chunk.len() as u64;
+                                yield chunk;
+                            }
+                            continue;
+                        }
+                        // Published (renamed) between our look and our open: the next state is Done.
+                        Err(BlobError::UploadNotFound) => {}
+                        Err(e) => Err(std::io::Error::other(e))?,
+                    }
+                }
+                if end.is_some_and(|e| pos >= e) {
+                    break;
+                }
+                if rx.changed().await.is_err() {
+                    Err(std::io::Error::other("fetch task ended"))?;
+                }
+            }
+        })
+    }
+}

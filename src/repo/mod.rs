@@ -1,0 +1,272 @@
+//! Repositories over the shared stores: hosted (accepts writes), remote (fetch-through cache)
+//! and virtual (members in order). Formats ask a [`Repo`] for catalog paths and never know
+//! whether bytes came from disk, from the upstream, or from a fetch another request started
+//! (DESIGN.md invariants 6–8).
+
+pub mod flights;
+pub mod remote;
+pub mod upstream;
+
+use crate::model::{BlobInfo, Digest, Entry, FormatKind, RepoName};
+use crate::storage::blob::{put_stream, ByteStream};
+use crate::storage::{BlobError, BlobStore, MetaError, MetaStore};
+pub use remote::{CacheStatus, Freshness, Remote, UpstreamRequest};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("not found")]
+    NotFound,
+    #[error("repository {0} is read-only")]
+    ReadOnly(String),
+    #[error("virtual repository {0} has no deploy_to repository for writes")]
+    NoDeployTarget(String),
+    #[error("upstream answered {status}: {message}")]
+    Upstream { status: u16, message: String },
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream content failed verification: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// The two shared stores every repository uses.
+pub struct Stores {
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetaStore>,
+}
+
+pub enum RepoKind {
+    Hosted,
+    Remote(Box<Remote>),
+    Virtual { members: Vec<Arc<Repo>>, deploy_to: Option<Arc<Repo>> },
+}
+
+pub struct Repo {
+    pub name: RepoName,
+    pub format: FormatKind,
+    pub kind: RepoKind,
+    stores: Arc<Stores>,
+}
+
+/// How an entry was found, for serving and for the `Cache-Status` header.
+pub enum Source {
+    Stored,
+    Cached(CacheStatus),
+    /// Bytes still arriving from the upstream; served while they arrive.
+    Streaming(flights::FlightReader, CacheStatus),
+}
+
+pub struct Found {
+    pub entry: Entry,
+    /// The repository that holds the entry (a member, for virtual repositories).
+    pub repo: RepoName,
+    pub source: Source,
+}
+
+impl Found {
+    pub fn cache_status(&self) -> Option<&CacheStatus> {
+        match &self.source {
+            Source::Stored => None,
+            Source::Cached(s) | Source::Streaming(_, s) => Some(s),
+        }
+    }
+}
+
+/// A catalog lookup; `upstream` says how a remote repository would fetch it on a miss.
+pub struct Lookup<'a> {
+    pub path: String,
+    pub upstream: Option<&'a (dyn Fn(&Remote) -> UpstreamRequest + Sync)>,
+}
+
+impl Repo {
+    pub fn new(name: RepoName, format: FormatKind, kind: RepoKind, stores: Arc<Stores>) -> Repo {
+        Repo { name, format, kind, stores }
+    }
+
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    pub fn meta(&self) -> &dyn MetaStore {
+        self.stores.meta.as_ref()
+    }
+
+    pub fn blobs(&self) -> &dyn BlobStore {
+        self.stores.blobs.as_ref()
+    }
+
+    pub fn is_virtual(&self) -> bool {
+        matches!(self.kind, RepoKind::Virtual { .. })
+    }
+
+    /// The repositories to read from, in order: itself, or a virtual repository's members.
+    pub fn readable(&self) -> Vec<&Repo> {
+        match &self.kind {
+            RepoKind::Virtual { members, .. } => members.iter().map(|m| m.as_ref()).collect(),
+            _ => vec![self],
+        }
+    }
+
+    /// The hosted repository that receives writes sent to this one.
+    pub fn write_target(&self) -> Result<&Repo, RepoError> {
+        match &self.kind {
+            RepoKind::Hosted => Ok(self),
+            RepoKind::Remote(_) => Err(RepoError::ReadOnly(self.name.to_string())),
+            RepoKind::Virtual { deploy_to: Some(target), .. } => Ok(target),
+            RepoKind::Virtual { deploy_to: None, .. } => Err(RepoError::NoDeployTarget(self.name.to_string())),
+        }
+    }
+
+    /// Find `lookup.path`: stored (hosted), cached or fetched (remote), or in the first member that has it.
+    pub async fn get(&self, lookup: &Lookup<'_>) -> Result<Option<Found>, RepoError> {
+        match &self.kind {
+            RepoKind::Hosted => Ok(self.meta().get_entry(self.name.as_str(), &lookup.path).await?.map(|entry| Found {
+                entry,
+                repo: self.name.clone(),
+                source: Source::Stored,
+            })),
+            RepoKind::Remote(remote) => match lookup.upstream {
+                Some(request) => remote.get(self, &lookup.path, request(remote)).await,
+                None => Ok(self.meta().get_entry(self.name.as_str(), &lookup.path).await?.map(|entry| Found {
+                    entry,
+                    repo: self.name.clone(),
+                    source: Source::Cached(CacheStatus::Hit),
+                })),
+            },
+            RepoKind::Virtual { members, .. } => {
+                let mut errors = Vec::new();
+                for member in members {
+                    match Box::pin(member.get(lookup)).await {
+                        Ok(Some(found)) => return Ok(Some(found)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(repo = %self.name, member = %member.name, path = %lookup.path, "member failed: {e}");
+                            errors.push(e);
+                        }
+                    }
+                }
+                // A failing member does not hide a clean "not here" from the others; only when
+                // every member failed is the failure the answer.
+                match errors.len() == members.len() {
+                    true => Err(errors.pop().unwrap_or(RepoError::NotFound)),
+                    false => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The stored entry at `path` in this repository only (no upstream, no members).
+    pub async fn get_local(&self, path: &str) -> Result<Option<Entry>, RepoError> {
+        Ok(self.meta().get_entry(self.name.as_str(), path).await?)
+    }
+
+    /// Open the bytes of something found, optionally a validated inclusive byte range.
+    pub async fn open(&self, found: Found, range: Option<(u64, u64)>) -> Result<ByteStream, RepoError> {
+        match found.source {
+            Source::Streaming(reader, _) => Ok(reader.into_stream(range)),
+            _ => self.open_entry(&found.entry, range).await,
+        }
+    }
+
+    pub async fn open_entry(&self, entry: &Entry, range: Option<(u64, u64)>) -> Result<ByteStream, RepoError> {
+        let digest = Digest::from_sha256_hex(&entry.blob).map_err(|e| RepoError::Corrupt(e.to_string()))?;
+        Ok(self.blobs().open(&digest, range).await?)
+    }
+
+    /// Read a small stored document whole (manifests, indexes), with a size limit.
+    pub async fn read_entry(&self, entry: &Entry, limit: u64) -> Result<bytes::Bytes, RepoError> {
+        use futures::StreamExt;
+        if entry.size > limit {
+            return Err(RepoError::Corrupt(format!("document of {} bytes exceeds {limit}", entry.size)));
+        }
+        let mut stream = self.open_entry(entry, None).await?;
+        let mut buf = Vec::with_capacity(entry.size as usize);
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk.map_err(BlobError::Io)?);
+        }
+        Ok(buf.into())
+    }
+
+    /// Stream bytes into the single-instance store (verified against `expected`).
+    pub async fn put_blob(
+        &self,
+        body: ByteStream,
+        expected: Option<&Digest>,
+        limit: Option<u64>,
+    ) -> Result<BlobInfo, RepoError> {
+        Ok(put_stream(self.blobs(), body, expected, limit).await?)
+    }
+
+    /// Record an entry in this repository's catalog (the blob must already be stored).
+    pub async fn put_entry(&self, entry: &Entry) -> Result<(), RepoError> {
+        let mut entry = entry.clone();
+        entry.repo = self.name.to_string();
+        Ok(self.meta().put_entry(&entry).await?)
+    }
+
+    pub async fn delete_entry(&self, path: &str) -> Result<bool, RepoError> {
+        Ok(self.meta().delete_entry(self.name.as_str(), path).await?)
+    }
+
+    pub async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Entry>, RepoError> {
+        Ok(self.meta().list_entries(self.name.as_str(), prefix, after, limit).await?)
+    }
+
+    pub async fn list_referring(&self, prefix: &str, target: &str) -> Result<Vec<Entry>, RepoError> {
+        Ok(self.meta().list_referring(self.name.as_str(), prefix, target).await?)
+    }
+
+    pub async fn list_packages(&self, after: Option<&str>, limit: u32) -> Result<Vec<String>, RepoError> {
+        Ok(self.meta().list_packages(self.name.as_str(), after, limit).await?)
+    }
+
+    pub fn remote(&self) -> Option<&Remote> {
+        match &self.kind {
+            RepoKind::Remote(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Every configured repository, by name, with the Host-header map.
+pub struct Repos {
+    by_name: std::collections::BTreeMap<RepoName, Arc<Repo>>,
+    by_host: std::collections::HashMap<String, RepoName>,
+}
+
+impl Repos {
+    pub fn new(repos: Vec<(Arc<Repo>, Vec<String>)>) -> Repos {
+        let mut by_name = std::collections::BTreeMap::new();
+        let mut by_host = std::collections::HashMap::new();
+        for (repo, hosts) in repos {
+            for host in hosts {
+                by_host.insert(host.to_ascii_lowercase(), repo.name.clone());
+            }
+            by_name.insert(repo.name.clone(), repo);
+        }
+        Repos { by_name, by_host }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Repo>> {
+        let name: RepoName = name.parse().ok()?;
+        self.by_name.get(&name)
+    }
+
+    /// The repository a `Host` header (with or without port) maps to.
+    pub fn by_host(&self, host: &str) -> Option<&Arc<Repo>> {
+        let host = host.to_ascii_lowercase();
+        let bare = host
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host.as_str(), |(h, _)| h);
+        self.by_host.get(&host).or_else(|| self.by_host.get(bare)).and_then(|n| self.by_name.get(n))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Repo>> {
+        self.by_name.values()
+    }
+}

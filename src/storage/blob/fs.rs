@@ -1,0 +1,286 @@
+//! Filesystem blob store. Layout under the root:
+//!   blobs/sha256/<first two hex>/<hex>   published, immutable blobs
+//!   uploads/<upload id>                  temporary objects (resumable uploads, fetches in flight)
+//! Publishing is fsync(file) + rename + fsync(dir), so a crash leaves either the old state or
+//! the whole verified blob, never a partial one.
+
+use super::{BlobError, BlobStore, BlobWriter, ByteStream, DualHasher};
+use crate::model::{Algorithm, BlobInfo, Digest};
+use async_trait::async_trait;
+use futures::StreamExt;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use tokio::fs::{self, File, OpenOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+const READ_CHUNK: usize = 256 * 1024;
+
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    pub async fn open(root: &Path) -> Result<FsBlobStore, BlobError> {
+        fs::create_dir_all(root.join("blobs/sha256")).await?;
+        fs::create_dir_all(root.join("uploads")).await?;
+        Ok(FsBlobStore { root: root.to_path_buf() })
+    }
+
+    fn blob_path(&self, sha256: &Digest) -> PathBuf {
+        let hex = sha256.hex();
+        self.root.join("blobs/sha256").join(&hex[..2]).join(hex)
+    }
+
+    fn upload_path(&self, upload_id: &str) -> Result<PathBuf, BlobError> {
+        let safe = !upload_id.is_empty() && upload_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !safe {
+            return Err(BlobError::UploadNotFound);
+        }
+        Ok(self.root.join("uploads").join(upload_id))
+    }
+
+    async fn publish(&self, temp: &Path, sha256: &Digest) -> Result<(), BlobError> {
+        let target = self.blob_path(sha256);
+        let dir = target.parent().ok_or(BlobError::NotFound)?;
+        fs::create_dir_all(dir).await?;
+        if fs::try_exists(&target).await? {
+            // Same content already stored: single instance, drop the temporary copy.
+            fs::remove_file(temp).await?;
+            return Ok(());
+        }
+        fs::rename(temp, &target).await?;
+        File::open(dir).await?.sync_all().await?;
+        Ok(())
+    }
+}
+
+struct FsWriter {
+    file: File,
+    path: PathBuf,
+    written: u64,
+    hasher: DualHasher,
+    store_root: PathBuf,
+}
+
+#[async_trait]
+impl BlobWriter for FsWriter {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        self.hasher.update(chunk);
+        self.file.write_all(chunk).await?;
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    async fn commit(mut self: Box<Self>, expected: Option<&Digest>) -> Result<BlobInfo, BlobError> {
+        self.file.flush().await?;
+        self.file.sync_all().await?;
+        let FsWriter { path, written, hasher, store_root, .. } = *self;
+        let sha256 = match hasher.verify(expected) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = fs::remove_file(&path).await;
+                return Err(e);
+            }
+        };
+        let store = FsBlobStore { root: store_root };
+        store.publish(&path, &sha256).await?;
+        Ok(BlobInfo { sha256, size: written })
+    }
+
+    async fn abort(self: Box<Self>) {
+        let _ = fs::remove_file(&self.path).await;
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn create(&self, upload_id: &str, algorithm: Algorithm) -> Result<Box<dyn BlobWriter>, BlobError> {
+        let path = self.upload_path(upload_id)?;
+        let file = File::create(&path).await?;
+        Ok(Box::new(FsWriter {
+            file,
+            path,
+            written: 0,
+            hasher: DualHasher::new(Some(algorithm)),
+            store_root: self.root.clone(),
+        }))
+    }
+
+    async fn open(&self, sha256: &Digest, range: Option<(u64, u64)>) -> Result<ByteStream, BlobError> {
+        let file = match File::open(self.blob_path(sha256)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        match range {
+            None => Ok(Box::pin(ReaderStream::with_capacity(file, READ_CHUNK))),
+            Some((start, end)) => read_span(file, start, end + 1).await,
+        }
+    }
+
+    async fn stat(&self, sha256: &Digest) -> Result<Option<u64>, BlobError> {
+        match fs::metadata(self.blob_path(sha256)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete(&self, sha256: &Digest) -> Result<(), BlobError> {
+        match fs::remove_file(self.blob_path(sha256)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn append_upload(&self, upload_id: &str, offset: u64, mut body: ByteStream) -> Result<u64, BlobError> {
+        let path = self.upload_path(upload_id)?;
+        let mut file =
+            OpenOptions::new().create(offset == 0).append(true).open(&path).await.map_err(not_found_as_upload)?;
+        let current = file.metadata().await?.len();
+        if current != offset {
+            return Err(BlobError::OffsetMismatch { current, requested: offset });
+        }
+        let mut size = current;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk).await?;
+            size += chunk.len() as u64;
+        }
+        file.flush().await?;
+        Ok(size)
+    }
+
+    async fn upload_size(&self, upload_id: &str) -> Result<u64, BlobError> {
+        let path = self.upload_path(upload_id)?;
+        match fs::metadata(&path).await {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn open_upload(&self, upload_id: &str, offset: u64, end: u64) -> Result<ByteStream, BlobError> {
+        let file = File::open(self.upload_path(upload_id)?).await.map_err(not_found_as_upload)?;
+        read_span(file, offset, end).await
+    }
+
+    async fn commit_upload(&self, upload_id: &str, expected: Option<&Digest>) -> Result<BlobInfo, BlobError> {
+        let path = self.upload_path(upload_id)?;
+        let mut file = match File::open(&path).await {
+            Ok(f) => f,
+            // A chunkless upload (POST then PUT with an empty body) has no file yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                File::create(&path).await?;
+                File::open(&path).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut hasher = DualHasher::new(expected.map(Digest::algorithm));
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        file.sync_all().await?;
+        let sha256 = hasher.verify(expected)?;
+        self.publish(&path, &sha256).await?;
+        Ok(BlobInfo { sha256, size })
+    }
+
+    async fn abort_upload(&self, upload_id: &str) -> Result<(), BlobError> {
+        match fs::remove_file(self.upload_path(upload_id)?).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn not_found_as_upload(e: std::io::Error) -> BlobError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        BlobError::UploadNotFound
+    } else {
+        e.into()
+    }
+}
+
+async fn read_span(mut file: File, start: u64, end: u64) -> Result<ByteStream, BlobError> {
+    file.seek(SeekFrom::Start(start)).await?;
+    let limited = file.take(end.saturating_sub(start));
+    Ok(Box::pin(ReaderStream::with_capacity(limited, READ_CHUNK)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::blob::{put_bytes, put_stream};
+    use bytes::Bytes;
+
+    async fn collect(s: ByteStream) -> Vec<u8> {
+        s.map(|c| c.unwrap()).collect::<Vec<_>>().await.concat()
+    }
+
+    #[tokio::test]
+    async fn put_verifies_and_dedups() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let want = Digest::sha256_of(b"hello");
+        let info = put_bytes(&store, Bytes::from_static(b"hello"), Some(&want)).await.unwrap();
+        assert_eq!(info.sha256, want);
+        assert_eq!(info.size, 5);
+        put_bytes(&store, Bytes::from_static(b"hello"), None).await.unwrap();
+        assert_eq!(collect(store.open(&want, None).await.unwrap()).await, b"hello");
+        assert_eq!(collect(store.open(&want, Some((1, 3))).await.unwrap()).await, b"ell");
+
+        let wrong = Digest::sha256_of(b"other");
+        let err = put_bytes(&store, Bytes::from_static(b"nope"), Some(&wrong)).await.unwrap_err();
+        assert!(matches!(err, BlobError::DigestMismatch { .. }));
+        assert_eq!(store.stat(&wrong).await.unwrap(), None);
+        let mut leftovers = fs::read_dir(dir.path().join("uploads")).await.unwrap();
+        assert!(leftovers.next_entry().await.unwrap().is_none(), "failed put left a temp file");
+    }
+
+    #[tokio::test]
+    async fn sha512_expected_is_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let want = Digest::of(Algorithm::Sha512, b"abc");
+        let info = put_bytes(&store, Bytes::from_static(b"abc"), Some(&want)).await.unwrap();
+        assert_eq!(info.sha256, Digest::sha256_of(b"abc"));
+    }
+
+    #[tokio::test]
+    async fn resumable_upload_checks_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let chunk = |b: &'static [u8]| -> ByteStream {
+            Box::pin(futures::stream::once(async move { Ok(Bytes::from_static(b)) }))
+        };
+        assert_eq!(store.append_upload("u1", 0, chunk(b"abc")).await.unwrap(), 3);
+        let err = store.append_upload("u1", 5, chunk(b"x")).await.unwrap_err();
+        assert!(matches!(err, BlobError::OffsetMismatch { current: 3, requested: 5 }));
+        assert_eq!(store.append_upload("u1", 3, chunk(b"def")).await.unwrap(), 6);
+        assert_eq!(collect(store.open_upload("u1", 2, 4).await.unwrap()).await, b"cd");
+        let info = store.commit_upload("u1", Some(&Digest::sha256_of(b"abcdef"))).await.unwrap();
+        assert_eq!(info.size, 6);
+        assert!(store.upload_path("../x").is_err());
+    }
+
+    #[tokio::test]
+    async fn stream_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let body: ByteStream = Box::pin(futures::stream::once(async { Ok(Bytes::from_static(b"0123456789")) }));
+        assert!(matches!(put_stream(&store, body, None, Some(4)).await, Err(BlobError::TooLarge(4))));
+    }
+}

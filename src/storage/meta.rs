@@ -1,0 +1,57 @@
+//! The metadata store: the catalog of entries (every format's artifacts, tags and links) and
+//! resumable upload sessions. Narrow on purpose: formats build their indexes from these queries.
+
+pub mod sqlite;
+
+use crate::model::Entry;
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored attributes are not valid JSON: {0}")]
+    Attrs(#[from] serde_json::Error),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    pub id: String,
+    pub repo: String,
+    pub package: String,
+    pub created_at: i64,
+}
+
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    async fn get_entry(&self, repo: &str, path: &str) -> Result<Option<Entry>, MetaError>;
+    /// Insert or replace the entry at (repo, path).
+    async fn put_entry(&self, entry: &Entry) -> Result<(), MetaError>;
+    /// Returns whether an entry was removed.
+    async fn delete_entry(&self, repo: &str, path: &str) -> Result<bool, MetaError>;
+    /// Entries whose path starts with `prefix`, in path order, strictly after `after`.
+    async fn list_entries(
+        &self,
+        repo: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Entry>, MetaError>;
+    /// Entries with `path_prefix` that refer to `target` (e.g. OCI referrers of a subject).
+    async fn list_referring(&self, repo: &str, path_prefix: &str, target: &str) -> Result<Vec<Entry>, MetaError>;
+    /// Distinct package names in a repository, in order, strictly after `after`.
+    async fn list_packages(&self, repo: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>, MetaError>;
+    /// Record that a remote entry was confirmed fresh at `checked_at`.
+    async fn touch_entry(&self, repo: &str, path: &str, checked_at: i64) -> Result<(), MetaError>;
+
+    async fn create_upload(&self, upload: &UploadSession) -> Result<(), MetaError>;
+    async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError>;
+    async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
+}
+
+/// The smallest string greater than every string starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
+}
