@@ -182,7 +182,9 @@ impl FlightReader {
                 let progress = rx.borrow_and_update().clone();
                 let (available, done) = match &progress {
                     Progress::Connecting => (pos, None),
-                    Progress::Running { written, .. } => (*written, None),
+                    // Hold back the last byte until the digest is verified: a corrupt body then
+                    // ends as an aborted response, never as a complete 200 with wrong bytes.
+                    Progress::Running { written, total, .. } => (total.map_or(*written, |t| (*written).min(t.saturating_sub(1))), None),
                     Progress::Done(entry) => (entry.size, Some(entry.clone())),
                     Progress::NotFound => Err(std::io::Error::other("upstream has no such blob"))?,
                     Progress::Failed(why) => Err(std::io::Error::other(why.clone()))?,

@@ -267,7 +267,7 @@ pub async fn put_manifest(
         }
         Reference::Tag(_) => Digest::sha256_of(&body),
     };
-    check_references(target, name, &parsed).await?;
+    check_references(repo, target, name, &parsed).await?;
     let info = put_bytes(target.blobs(), body.clone(), Some(&digest)).await?;
     let now = unix_now();
     let entry = manifest_entry(name, &digest, info.sha256.hex().to_string(), info.size, &parsed, now);
@@ -285,24 +285,39 @@ pub async fn put_manifest(
     respond(response)
 }
 
-/// Every blob and child manifest a manifest names must already be in the repository.
-async fn check_references(target: &Repo, name: &str, parsed: &manifest::Manifest) -> Result<(), OciError> {
-    for blob in &parsed.blobs {
-        if target.get_local(&paths::blob(blob)).await?.is_none() {
-            return Err(OciError::new(
-                ErrorCode::ManifestBlobUnknown,
-                format!("blob {blob} is not in this repository"),
-            )
-            .with_detail(serde_json::json!({ "digest": blob.to_string() })));
+/// Every blob and child manifest a manifest names must already be in the repository. Pushed
+/// through a virtual repository, what the client could read through it (say a base layer cached
+/// by a remote member, which is why the client skipped uploading it) is linked into the target.
+async fn check_references(repo: &Repo, target: &Repo, name: &str, parsed: &manifest::Manifest) -> Result<(), OciError> {
+    let wanted = parsed
+        .blobs
+        .iter()
+        .map(|d| (paths::blob(d), d, "blob"))
+        .chain(parsed.children.iter().map(|d| (paths::manifest(name, d), d, "manifest")));
+    for (path, digest, what) in wanted {
+        if target.get_local(&path).await?.is_some() || link_from_members(repo, target, &path).await? {
+            continue;
         }
-    }
-    for child in &parsed.children {
-        if target.get_local(&paths::manifest(name, child)).await?.is_none() {
-            return Err(OciError::new(ErrorCode::ManifestBlobUnknown, format!("manifest {child} is not in {name}"))
-                .with_detail(serde_json::json!({ "digest": child.to_string() })));
-        }
+        return Err(OciError::new(
+            ErrorCode::ManifestBlobUnknown,
+            format!("{what} {digest} is not in this repository"),
+        )
+        .with_detail(serde_json::json!({ "digest": digest.to_string() })));
     }
     Ok(())
+}
+
+async fn link_from_members(repo: &Repo, target: &Repo, path: &str) -> Result<bool, OciError> {
+    if !repo.is_virtual() {
+        return Ok(false);
+    }
+    for member in repo.readable().into_iter().filter(|m| m.name != target.name) {
+        if let Some(entry) = member.get_local(path).await? {
+            target.put_entry(&Entry { checked_at: unix_now(), ..entry }).await?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 pub async fn delete_manifest(repo: &Repo, name: &str, reference: &Reference) -> Result<Response, OciError> {

@@ -1,0 +1,27 @@
+//! The one integration-test binary: it starts the real `binaryrepo` binary on
+//! 127.0.0.1 with temporary directories, real clients (skopeo, podman, docker) and
+//! local upstreams (the Debian `docker-registry`, a scripted `FakeUpstream` for
+//! failure modes), and checks behaviour against the OCI distribution spec
+//! (<https://github.com/opencontainers/distribution-spec/blob/main/spec.md>).
+//!
+//! Nothing here talks to the internet and nothing sleeps to synchronise: every wait
+//! is a bounded poll. Test images come from `scripts/make-test-images.sh` and are
+//! generated once per build (see `images.rs`).
+
+// Harness modules: not every helper is used by every test module.
+#[allow(dead_code)]
+mod clients;
+#[allow(dead_code)]
+mod images;
+#[allow(dead_code)]
+mod oci;
+#[allow(dead_code)]
+mod server;
+#[allow(dead_code)]
+mod upstream;
+
+mod api;
+mod harness;
+mod hosted;
+mod remote;
+mod virtual_repo;
