@@ -6,7 +6,7 @@
 
 use super::upstream::Upstream;
 use super::{RepoError, UpstreamRequest};
-use crate::model::{unix_now, Algorithm, Digest, Entry};
+use crate::model::{Algorithm, Digest, Entry};
 use crate::storage::{BlobError, BlobStore, ByteStream, MetaStore};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -132,21 +132,8 @@ async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> R
         BlobError::DigestMismatch { .. } => RepoError::Corrupt(e.to_string()),
         other => RepoError::Blob(other),
     })?;
-    let now = unix_now();
-    let entry = Entry {
-        repo: job.repo.clone(),
-        path: job.path.clone(),
-        digest: request.expected.as_ref().unwrap_or(&info.sha256).to_string(),
-        blob: info.sha256.hex().to_string(),
-        size: info.size,
-        media_type,
-        package: request.package.clone(),
-        refers_to: None,
-        attrs: serde_json::json!({}),
-        created_at: now,
-        checked_at: now,
-        etag,
-    };
+    let digest = request.expected.clone().unwrap_or_else(|| info.sha256.clone());
+    let entry = super::remote::cached_entry(&job.repo, &job.path, &digest, &info, media_type, request, etag);
     job.meta.put_entry(&entry).await?;
     Ok(entry)
 }

@@ -7,7 +7,7 @@ use super::flights::{FetchJob, Flights};
 use super::upstream::Upstream;
 use super::{Found, Repo, RepoError, Source};
 use crate::config::RemoteSpec;
-use crate::model::{unix_now, Digest, Entry};
+use crate::model::{unix_now, BlobInfo, Digest, Entry};
 use crate::storage::blob::put_bytes;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -221,21 +221,7 @@ impl Remote {
             }
         }
         let info = put_bytes(repo.blobs(), body, Some(&digest)).await.map_err(|e| RepoError::Corrupt(e.to_string()))?;
-        let now = unix_now();
-        let entry = Entry {
-            repo: repo.name.to_string(),
-            path: path.to_string(),
-            digest: digest.to_string(),
-            blob: info.sha256.hex().to_string(),
-            size: info.size,
-            media_type,
-            package: request.package.clone(),
-            refers_to: None,
-            attrs: serde_json::json!({}),
-            created_at: now,
-            checked_at: now,
-            etag,
-        };
+        let entry = cached_entry(repo.name.as_str(), path, &digest, &info, media_type, request, etag);
         repo.put_entry(&entry).await?;
         Ok(Found { entry, repo: repo.name.clone(), source: Source::Cached(CacheStatus::Miss { collapsed: false }) })
     }
@@ -264,6 +250,33 @@ impl Remote {
         };
         let status = CacheStatus::Miss { collapsed: reader.collapsed };
         Ok(Found { entry, repo: repo.name.clone(), source: Source::Streaming(reader, status) })
+    }
+}
+
+/// The catalog entry for something just fetched from the upstream and stored.
+pub(super) fn cached_entry(
+    repo: &str,
+    path: &str,
+    digest: &Digest,
+    info: &BlobInfo,
+    media_type: Option<String>,
+    request: &UpstreamRequest,
+    etag: Option<String>,
+) -> Entry {
+    let now = unix_now();
+    Entry {
+        repo: repo.to_string(),
+        path: path.to_string(),
+        digest: digest.to_string(),
+        blob: info.sha256.hex().to_string(),
+        size: info.size,
+        media_type,
+        package: request.package.clone(),
+        refers_to: None,
+        attrs: serde_json::json!({}),
+        created_at: now,
+        checked_at: now,
+        etag,
     }
 }
 

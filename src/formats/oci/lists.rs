@@ -5,7 +5,7 @@ use super::error::{ErrorCode, OciError};
 use super::manifest::OCI_INDEX;
 use super::paths;
 use super::route::Page;
-use super::upstream_name;
+use super::upstream_request;
 use crate::formats::Ctx;
 use crate::model::Digest;
 use crate::repo::{Freshness, Lookup, Remote, Repo, RepoError, UpstreamRequest};
@@ -55,26 +55,28 @@ fn link(path: &str, page: &Page, items: &[String]) -> Option<(&'static str, Stri
 
 async fn member_tags(member: &Repo, name: &str) -> Result<Option<BTreeSet<String>>, RepoError> {
     if member.remote().is_some() {
-        return remote_tags(member, name).await;
+        let fetched = remote_tags(member, name).await;
+        if let Ok(Some(tags)) = fetched {
+            return Ok(Some(tags));
+        }
+        // Unknown or unreachable upstream: the tags already cached are still the answer.
+        let cached = cached_tags(member, name).await?;
+        return if cached.is_empty() { fetched } else { Ok(Some(cached)) };
     }
-    let entries = member.list(&paths::tags(name), None, LIST_LIMIT).await?;
-    let tags: BTreeSet<String> = entries.iter().filter_map(|e| paths::tag_of(&e.path)).map(str::to_string).collect();
+    let tags = cached_tags(member, name).await?;
     Ok((!tags.is_empty()).then_some(tags))
 }
 
+async fn cached_tags(member: &Repo, name: &str) -> Result<BTreeSet<String>, RepoError> {
+    let entries = member.list(&paths::tags(name), None, LIST_LIMIT).await?;
+    Ok(entries.iter().filter_map(|e| paths::tag_of(&e.path)).map(str::to_string).collect())
+}
+
 async fn remote_tags(member: &Repo, name: &str) -> Result<Option<BTreeSet<String>>, RepoError> {
-    let request = |remote: &Remote| {
-        let upstream = upstream_name(remote, name);
-        UpstreamRequest {
-            path: format!("v2/{upstream}/tags/list"),
-            accept: vec!["application/json".into()],
-            freshness: Freshness::Mutable,
-            expected: None,
-            package: None,
-            auth_scope: Some(format!("repository:{upstream}:pull")),
-            document_limit: Some(DOCUMENT_LIMIT),
-            digest_header: None,
-        }
+    let request = |remote: &Remote| UpstreamRequest {
+        accept: vec!["application/json".into()],
+        document_limit: Some(DOCUMENT_LIMIT),
+        ..upstream_request(remote, name, "tags/list", Freshness::Mutable)
     };
     let Some(found) = member.get(&Lookup { path: paths::upstream_tags(name), upstream: Some(&request) }).await? else {
         return Ok(None);
@@ -166,18 +168,10 @@ async fn local_referrers(member: &Repo, name: &str, subject: &Digest) -> Result<
 }
 
 async fn remote_referrers(member: &Repo, name: &str, subject: &Digest) -> Result<Vec<serde_json::Value>, RepoError> {
-    let request = |remote: &Remote| {
-        let upstream = upstream_name(remote, name);
-        UpstreamRequest {
-            path: format!("v2/{upstream}/referrers/{subject}"),
-            accept: vec![OCI_INDEX.into()],
-            freshness: Freshness::Mutable,
-            expected: None,
-            package: None,
-            auth_scope: Some(format!("repository:{upstream}:pull")),
-            document_limit: Some(DOCUMENT_LIMIT),
-            digest_header: None,
-        }
+    let request = |remote: &Remote| UpstreamRequest {
+        accept: vec![OCI_INDEX.into()],
+        document_limit: Some(DOCUMENT_LIMIT),
+        ..upstream_request(remote, name, &format!("referrers/{subject}"), Freshness::Mutable)
     };
     let mut all = local_referrers(member, name, subject).await?;
     let lookup = Lookup { path: paths::upstream_referrers(name, subject), upstream: Some(&request) };

@@ -16,7 +16,7 @@ pub mod route;
 use super::{mount, Ctx, Format};
 use crate::auth::Principal;
 use crate::model::Action;
-use crate::repo::{Remote, Repo, Repos};
+use crate::repo::{Freshness, Remote, Repo, Repos, UpstreamRequest};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Method, Request};
@@ -123,6 +123,21 @@ fn base(method: &Method) -> Response {
         return OciError::new(ErrorCode::Unsupported, "only GET and HEAD on /v2/").into_response();
     }
     ([(axum::http::header::CONTENT_TYPE, "application/json")], "{}").into_response()
+}
+
+/// A request for `/v2/<upstream name>/<endpoint>` with the pull token scope; callers set the rest.
+pub fn upstream_request(remote: &Remote, name: &str, endpoint: &str, freshness: Freshness) -> UpstreamRequest {
+    let upstream = upstream_name(remote, name);
+    UpstreamRequest {
+        path: format!("v2/{upstream}/{endpoint}"),
+        accept: Vec::new(),
+        freshness,
+        expected: None,
+        package: None,
+        auth_scope: Some(format!("repository:{upstream}:pull")),
+        document_limit: None,
+        digest_header: None,
+    }
 }
 
 /// The name to ask an upstream for: Docker Hub keeps official images under `library/`.

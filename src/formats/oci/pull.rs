@@ -5,7 +5,7 @@ use super::error::{ErrorCode, OciError};
 use super::manifest::{self, ACCEPTED, MAX_MANIFEST};
 use super::paths;
 use super::route::Reference;
-use super::upstream_name;
+use super::upstream_request;
 use crate::model::{unix_now, Digest, Entry};
 use crate::repo::{CacheStatus, Found, Freshness, Lookup, Remote, Repo, UpstreamRequest};
 use axum::body::Body;
@@ -15,36 +15,24 @@ use axum::response::Response;
 pub const DIGEST_HEADER: &str = "Docker-Content-Digest";
 
 pub fn manifest_request(remote: &Remote, name: &str, reference: &Reference) -> UpstreamRequest {
-    let upstream = upstream_name(remote, name);
+    let (freshness, expected) = match reference {
+        Reference::Tag(_) => (Freshness::Mutable, None),
+        Reference::Digest(d) => (Freshness::Immutable, Some(d.clone())),
+    };
     UpstreamRequest {
-        path: format!("v2/{upstream}/manifests/{reference}"),
         accept: ACCEPTED.iter().map(|s| s.to_string()).collect(),
-        freshness: match reference {
-            Reference::Tag(_) => Freshness::Mutable,
-            Reference::Digest(_) => Freshness::Immutable,
-        },
-        expected: match reference {
-            Reference::Digest(d) => Some(d.clone()),
-            Reference::Tag(_) => None,
-        },
+        expected,
         package: Some(name.to_string()),
-        auth_scope: Some(format!("repository:{upstream}:pull")),
         document_limit: Some(MAX_MANIFEST),
         digest_header: Some(DIGEST_HEADER),
+        ..upstream_request(remote, name, &format!("manifests/{reference}"), freshness)
     }
 }
 
 fn blob_request(remote: &Remote, name: &str, digest: &Digest) -> UpstreamRequest {
-    let upstream = upstream_name(remote, name);
     UpstreamRequest {
-        path: format!("v2/{upstream}/blobs/{digest}"),
-        accept: Vec::new(),
-        freshness: Freshness::Immutable,
         expected: Some(digest.clone()),
-        package: None,
-        auth_scope: Some(format!("repository:{upstream}:pull")),
-        document_limit: None,
-        digest_header: None,
+        ..upstream_request(remote, name, &format!("blobs/{digest}"), Freshness::Immutable)
     }
 }
 
