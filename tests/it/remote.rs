@@ -6,7 +6,7 @@
 use anyhow::Result;
 use futures::future::join_all;
 
-use crate::clients::Skopeo;
+use crate::clients::{Podman, Skopeo};
 use crate::images::{big_100mib, images, layout_digest, sha256_digest, verify_layout_blobs, Images};
 use crate::oci::{OciClient, TestImage};
 use crate::server::{docker_repos, TestServer};
@@ -54,6 +54,12 @@ async fn pull_through_caches_and_survives_upstream_outage() -> Result<()> {
     up.sync_log().await;
     assert_eq!(up.blob_gets(None), n, "second pull fetched blobs from upstream again");
     assert_eq!(layout_digest(&layout, "second"), want);
+
+    // podman, as a user would for the second pull: served from the cache too.
+    let podman = Podman::new();
+    podman.pull(&format!("{}/docker-remote/busybox:1.0", srv.addr())).await?;
+    up.sync_log().await;
+    assert_eq!(up.blob_gets(None), n, "podman pull fetched blobs from upstream again");
 
     // Upstream down: the cached tag is served stale, the digest as ever.
     up.stop();
