@@ -4,7 +4,7 @@
 mod tls;
 
 use crate::formats::oci::{self, Addressing, API_VERSION_HEADER};
-use crate::repo::Repos;
+use crate::repo::{RepoKind, Repos};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -27,6 +27,7 @@ pub fn router(repos: Arc<Repos>, public_url: Option<url::Url>, addressing: Addre
     let shared = Shared { repos, public_url, addressing };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/repositories", get(list_repositories))
         .route("/v2", axum::routing::any(serve_oci))
         .route("/v2/", axum::routing::any(serve_oci))
         .route("/v2/{*rest}", axum::routing::any(serve_oci))
@@ -39,6 +40,33 @@ async fn serve_oci(State(shared): State<Shared>, req: Request<Body>) -> Response
     let mut response = oci::dispatch(shared.repos, shared.public_url, &shared.addressing, req).await;
     response.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     response
+}
+
+/// Configured repositories, with each remote's upstream and its rate-limit budget.
+async fn list_repositories(State(shared): State<Shared>) -> axum::Json<serde_json::Value> {
+    let repos: Vec<serde_json::Value> = shared
+        .repos
+        .all()
+        .map(|repo| {
+            let mut item = serde_json::json!({ "name": repo.name.as_str(), "format": repo.format.as_str() });
+            match &repo.kind {
+                RepoKind::Hosted => item["kind"] = "hosted".into(),
+                RepoKind::Remote(remote) => {
+                    item["kind"] = "remote".into();
+                    item["upstream"] = remote.spec.upstream.as_str().into();
+                    item["offline"] = remote.spec.offline.into();
+                    item["rate_limit"] = serde_json::to_value(remote.budget()).unwrap_or_default();
+                }
+                RepoKind::Virtual { members, deploy_to } => {
+                    item["kind"] = "virtual".into();
+                    item["members"] = members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().into();
+                    item["deploy_to"] = deploy_to.as_ref().map(|d| d.name.as_str()).into();
+                }
+            }
+            item
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "repositories": repos }))
 }
 
 async fn log_request(req: Request<Body>, next: Next) -> impl IntoResponse {

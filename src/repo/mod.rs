@@ -3,6 +3,7 @@
 //! whether bytes came from disk, from the upstream, or from a fetch another request started
 //! (DESIGN.md invariants 6–8).
 
+pub mod budget;
 pub mod flights;
 pub mod remote;
 pub mod upstream;

@@ -85,8 +85,16 @@ impl Remote {
         Ok(Remote { spec, upstream: Arc::new(upstream), flights: Arc::default(), misses: Mutex::default() })
     }
 
+    pub fn budget(&self) -> super::budget::BudgetStatus {
+        self.upstream.budget()
+    }
+
     pub fn upstream_host(&self) -> &str {
         self.upstream.host()
+    }
+
+    pub fn upstream_authority(&self) -> String {
+        self.upstream.authority()
     }
 
     pub async fn get(&self, repo: &Repo, path: &str, request: UpstreamRequest) -> Result<Option<Found>, RepoError> {

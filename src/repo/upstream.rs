@@ -3,6 +3,7 @@
 //! until they expire. See the distribution token spec:
 //! <https://distribution.github.io/distribution/spec/auth/token/>
 
+use super::budget::{Budget, BudgetStatus};
 use super::RepoError;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Client, Method, Response, StatusCode};
@@ -16,6 +17,7 @@ pub struct Upstream {
     client: Client,
     credentials: Option<(String, String)>,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    budget: Budget,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -33,15 +35,27 @@ impl Upstream {
             .build()
             .map_err(|e| RepoError::Unreachable(e.to_string()))?;
         let credentials = username.map(|u| (u, password.unwrap_or_default()));
-        Ok(Upstream { base, client, credentials, tokens: Mutex::new(HashMap::new()) })
+        Ok(Upstream { base, client, credentials, tokens: Mutex::new(HashMap::new()), budget: Budget::default() })
     }
 
     pub fn base(&self) -> &Url {
         &self.base
     }
 
+    pub fn budget(&self) -> BudgetStatus {
+        self.budget.status()
+    }
+
     pub fn host(&self) -> &str {
         self.base.host_str().unwrap_or("")
+    }
+
+    /// `host[:port]`, as registry hosts are written in image references.
+    pub fn authority(&self) -> String {
+        match self.base.port() {
+            Some(port) => format!("{}:{port}", self.host()),
+            None => self.host().to_string(),
+        }
     }
 
     /// Send a request to `path` (relative to the base URL), answering one auth challenge.
@@ -96,11 +110,17 @@ impl Upstream {
         headers: &HeaderMap,
         authorization: Option<&str>,
     ) -> Result<Response, RepoError> {
+        if let Some(wait) = self.budget.blocked_for() {
+            let message = format!("rate limited; retrying upstream in {}s", wait.as_secs().max(1));
+            return Err(RepoError::Upstream { status: 429, message });
+        }
         let mut request = self.client.request(method.clone(), url.clone()).headers(headers.clone());
         if let Some(auth) = authorization {
             request = request.header(AUTHORIZATION, auth);
         }
-        request.send().await.map_err(|e| RepoError::Unreachable(error_chain(&e)))
+        let response = request.send().await.map_err(|e| RepoError::Unreachable(error_chain(&e)))?;
+        self.budget.observe(response.status().as_u16(), response.headers());
+        Ok(response)
     }
 
     fn basic(&self) -> Option<String> {

@@ -110,12 +110,43 @@ pub async fn dispatch(
         return lists::catalog(&readable, true, &page).await.unwrap_or_else(IntoResponse::into_response);
     }
     let (key, inner) = rest.split_once('/').unwrap_or((&rest, ""));
+    if repos.get(key).is_none() {
+        // containerd mirror mode: `?ns=<registry host>` names the upstream the image comes from.
+        if let Some(repo) = namespace(req.uri().query()).and_then(|ns| remote_for_host(&repos, &ns)) {
+            return mount(&Oci, &repo, &ctx, &rest, req).await;
+        }
+    }
     let Some(repo) = repos.get(key).cloned() else {
         let message = format!("no repository {key:?}; address images as <host>/<repository>/<image>");
         return OciError::new(ErrorCode::NameUnknown, message).into_response();
     };
     ctx.prefix = format!("{key}/");
     mount(&Oci, &repo, &ctx, inner, req).await
+}
+
+fn namespace(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == "ns").map(|(_, v)| v.into_owned())
+}
+
+/// The remote repository whose upstream is the registry `host` (`docker.io` means Docker Hub).
+fn remote_for_host(repos: &Repos, host: &str) -> Option<Arc<Repo>> {
+    let wanted = host.to_ascii_lowercase();
+    let aliases: &[&str] = if is_docker_hub(&wanted) { &DOCKER_HUB_HOSTS } else { &[] };
+    repos
+        .all()
+        .find(|repo| {
+            repo.remote().is_some_and(|remote| {
+                let upstream = remote.upstream_host();
+                upstream == wanted || remote.upstream_authority() == wanted || aliases.contains(&upstream)
+            })
+        })
+        .cloned()
+}
+
+const DOCKER_HUB_HOSTS: [&str; 3] = ["registry-1.docker.io", "docker.io", "index.docker.io"];
+
+fn is_docker_hub(host: &str) -> bool {
+    DOCKER_HUB_HOSTS.contains(&host)
 }
 
 fn base(method: &Method) -> Response {
@@ -142,8 +173,7 @@ pub fn upstream_request(remote: &Remote, name: &str, endpoint: &str, freshness: 
 
 /// The name to ask an upstream for: Docker Hub keeps official images under `library/`.
 pub fn upstream_name(remote: &Remote, name: &str) -> String {
-    let docker_hub = matches!(remote.upstream_host(), "registry-1.docker.io" | "docker.io" | "index.docker.io");
-    if docker_hub && !name.contains('/') {
+    if is_docker_hub(remote.upstream_host()) && !name.contains('/') {
         format!("library/{name}")
     } else {
         name.to_string()
