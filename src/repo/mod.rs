@@ -112,6 +112,16 @@ impl Repo {
         }
     }
 
+    /// The repository called `name` among this one and its members (itself if none matches).
+    pub fn member(self: &Arc<Self>, name: &RepoName) -> Arc<Repo> {
+        match &self.kind {
+            RepoKind::Virtual { members, .. } => {
+                members.iter().find(|m| &m.name == name).cloned().unwrap_or_else(|| self.clone())
+            }
+            _ => self.clone(),
+        }
+    }
+
     /// The hosted repository that receives writes sent to this one.
     pub fn write_target(&self) -> Result<&Repo, RepoError> {
         match &self.kind {

@@ -4,7 +4,9 @@
 use super::error::{ErrorCode, OciError};
 use super::manifest::OCI_INDEX;
 use super::paths;
+use super::pull::manifest_request;
 use super::route::Page;
+use super::route::Reference;
 use super::upstream_request;
 use crate::formats::Ctx;
 use crate::model::Digest;
@@ -167,15 +169,31 @@ async fn local_referrers(member: &Repo, name: &str, subject: &Digest) -> Result<
         .collect())
 }
 
-async fn remote_referrers(member: &Repo, name: &str, subject: &Digest) -> Result<Vec<serde_json::Value>, RepoError> {
-    let request = |remote: &Remote| UpstreamRequest {
+/// Referrers known upstream (OCI 1.1 referrers API, else the `sha256-<hex>` tag schema) plus
+/// those recorded locally; the upstream documents are cached as mutable entries.
+pub async fn remote_referrers(
+    member: &Repo,
+    name: &str,
+    subject: &Digest,
+) -> Result<Vec<serde_json::Value>, RepoError> {
+    let mut all = local_referrers(member, name, subject).await?;
+    let api = |remote: &Remote| UpstreamRequest {
         accept: vec![OCI_INDEX.into()],
         document_limit: Some(DOCUMENT_LIMIT),
         ..upstream_request(remote, name, &format!("referrers/{subject}"), Freshness::Mutable)
     };
-    let mut all = local_referrers(member, name, subject).await?;
-    let lookup = Lookup { path: paths::upstream_referrers(name, subject), upstream: Some(&request) };
-    if let Some(found) = member.get(&lookup).await? {
+    let mut found = member.get(&Lookup { path: paths::upstream_referrers(name, subject), upstream: Some(&api) }).await;
+    if !matches!(found, Ok(Some(_))) {
+        let tag = Reference::Tag(format!("{}-{}", subject.algorithm().as_str(), subject.hex()));
+        let schema = |remote: &Remote| manifest_request(remote, name, &tag);
+        let by_tag = member.get(&Lookup { path: paths::tag(name, &tag.to_string()), upstream: Some(&schema) }).await;
+        // Either answer will do; an error only if both failed.
+        if found.is_ok() || by_tag.is_ok() {
+            found = Ok(by_tag.unwrap_or(None));
+        }
+    }
+    let found = found?;
+    if let Some(found) = found {
         let bytes = member.read_entry(&found.entry, DOCUMENT_LIMIT).await?;
         if let Ok(index) = serde_json::from_slice::<serde_json::Value>(&bytes) {
             if let Some(list) = index.get("manifests").and_then(|m| m.as_array()) {

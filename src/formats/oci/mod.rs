@@ -9,6 +9,7 @@ pub mod error;
 pub mod lists;
 pub mod manifest;
 pub mod paths;
+pub mod prefetch;
 pub mod pull;
 pub mod push;
 pub mod route;

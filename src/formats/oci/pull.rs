@@ -4,6 +4,7 @@
 use super::error::{ErrorCode, OciError};
 use super::manifest::{self, ACCEPTED, MAX_MANIFEST};
 use super::paths;
+use super::prefetch;
 use super::route::Reference;
 use super::upstream_request;
 use crate::model::{unix_now, Digest, Entry};
@@ -11,6 +12,7 @@ use crate::repo::{CacheStatus, Found, Freshness, Lookup, Remote, Repo, UpstreamR
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
+use std::sync::Arc;
 
 pub const DIGEST_HEADER: &str = "Docker-Content-Digest";
 
@@ -37,7 +39,11 @@ fn blob_request(remote: &Remote, name: &str, digest: &Digest) -> UpstreamRequest
 }
 
 /// Find a manifest in `repo` (or its members, or upstream), recording fetched ones.
-pub async fn find_manifest(repo: &Repo, name: &str, reference: &Reference) -> Result<(Found, bytes::Bytes), OciError> {
+pub async fn find_manifest(
+    repo: &Arc<Repo>,
+    name: &str,
+    reference: &Reference,
+) -> Result<(Found, bytes::Bytes), OciError> {
     let path = match reference {
         Reference::Tag(tag) => paths::tag(name, tag),
         Reference::Digest(digest) => paths::manifest(name, digest),
@@ -47,17 +53,13 @@ pub async fn find_manifest(repo: &Repo, name: &str, reference: &Reference) -> Re
     let unknown = || OciError::new(ErrorCode::ManifestUnknown, format!("manifest {name}:{reference} is unknown"));
     let found =
         repo.get(&lookup).await.map_err(|e| OciError::from_repo(e, ErrorCode::ManifestUnknown))?.ok_or_else(unknown)?;
-    let holder = holder(repo, &found);
+    let holder = repo.member(&found.repo);
     let bytes = holder.read_entry(&found.entry, MAX_MANIFEST).await?;
     if matches!(found.cache_status(), Some(CacheStatus::Miss { .. })) {
-        record_manifest(holder, name, &found.entry, &bytes).await?;
+        record_manifest(&holder, name, &found.entry, &bytes).await?;
+        prefetch::spawn(holder, name.to_string(), found.entry.clone(), bytes.clone());
     }
     Ok((found, bytes))
-}
-
-/// The repository (itself or a member) that holds what was found.
-fn holder<'a>(repo: &'a Repo, found: &Found) -> &'a Repo {
-    repo.readable().into_iter().find(|r| r.name == found.repo).unwrap_or(repo)
 }
 
 /// Keep a manifest fetched from upstream under its digest too, with its subject, so later
@@ -96,7 +98,12 @@ pub fn manifest_entry(
     }
 }
 
-pub async fn get_manifest(repo: &Repo, name: &str, reference: &Reference, head: bool) -> Result<Response, OciError> {
+pub async fn get_manifest(
+    repo: &Arc<Repo>,
+    name: &str,
+    reference: &Reference,
+    head: bool,
+) -> Result<Response, OciError> {
     let (found, bytes) = find_manifest(repo, name, reference).await?;
     let media_type = found.entry.media_type.clone().unwrap_or_else(|| manifest::OCI_MANIFEST.to_string());
     let mut response = Response::builder()
@@ -113,7 +120,7 @@ pub async fn get_manifest(repo: &Repo, name: &str, reference: &Reference, head: 
 }
 
 pub async fn get_blob(
-    repo: &Repo,
+    repo: &Arc<Repo>,
     name: &str,
     digest: &Digest,
     head: bool,
@@ -150,8 +157,7 @@ pub async fn get_blob(
     if head {
         return response.body(Body::empty()).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()));
     }
-    let holder = holder(repo, &found);
-    let stream = holder.open(found, range).await?;
+    let stream = repo.member(&found.repo).open(found, range).await?;
     response.body(Body::from_stream(stream)).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()))
 }
 
