@@ -94,6 +94,10 @@ pub async fn dispatch(
         Addressing::Shared => repos.by_host(host).cloned(),
     };
     if let Some(repo) = fixed {
+        // `public_url` names the main endpoint, where repositories are addressed by path.
+        if ctx.public_url.is_some() {
+            ctx.prefix = format!("{}/", repo.name);
+        }
         return mount(&Oci, &repo, &ctx, &rest, req).await;
     }
     if rest == "_catalog" {
@@ -114,6 +118,9 @@ pub async fn dispatch(
     if repos.get(key).is_none() {
         // containerd mirror mode: `?ns=<registry host>` names the upstream the image comes from.
         if let Some(repo) = namespace(req.uri().query()).and_then(|ns| remote_for_host(&repos, &ns)) {
+            if ctx.public_url.is_some() {
+                ctx.prefix = format!("{}/", repo.name);
+            }
             return mount(&Oci, &repo, &ctx, &rest, req).await;
         }
     }
