@@ -133,7 +133,7 @@ async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> R
         other => RepoError::Blob(other),
     })?;
     let digest = request.expected.clone().unwrap_or_else(|| info.sha256.clone());
-    let entry = super::remote::cached_entry(&job.repo, &job.path, &digest, &info, media_type, request, etag);
+    let entry = super::refresh::cached_entry(&job.repo, &job.path, &digest, &info, media_type, request, etag);
     job.meta.put_entry(&entry).await?;
     Ok(entry)
 }
@@ -210,5 +210,54 @@ impl FlightReader {
                 }
             }
         })
+    }
+}
+
+/// At most one task per key at a time for work whose result every waiter shares (document
+/// refreshes). The task runs detached: waiters that hang up do not cancel it for the others.
+pub struct Coalescer<T> {
+    running: Mutex<HashMap<String, watch::Receiver<Option<T>>>>,
+}
+
+impl<T> Default for Coalescer<T> {
+    fn default() -> Self {
+        Coalescer { running: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
+    /// The shared result of the task for `key` (started with `start` unless one is running),
+    /// and whether this caller joined a task another caller started; None if the task died.
+    pub async fn run<F>(self: &Arc<Self>, key: String, start: impl FnOnce() -> F) -> Option<(T, bool)>
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let (mut rx, collapsed) = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            match running.get(&key) {
+                Some(rx) => (rx.clone(), true),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    running.insert(key.clone(), rx.clone());
+                    let this = self.clone();
+                    let task = start();
+                    tokio::spawn(async move {
+                        let result = task.await;
+                        // Remove first: a caller arriving after this sees the stored result instead.
+                        this.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                        tx.send_replace(Some(result));
+                    });
+                    (rx, false)
+                }
+            }
+        };
+        loop {
+            if let Some(result) = rx.borrow_and_update().clone() {
+                return Some((result, collapsed));
+            }
+            if rx.changed().await.is_err() {
+                return None;
+            }
+        }
     }
 }

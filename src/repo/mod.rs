@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod flights;
+mod refresh;
 pub mod remote;
 pub mod upstream;
 
@@ -90,6 +91,10 @@ impl Repo {
 
     pub fn stores(&self) -> &Stores {
         &self.stores
+    }
+
+    pub fn stores_arc(&self) -> Arc<Stores> {
+        self.stores.clone()
     }
 
     pub fn meta(&self) -> &dyn MetaStore {

@@ -3,14 +3,12 @@
 //! revalidated after `metadata_ttl` with a HEAD and a digest/ETag compare). The cached copy is
 //! served when the upstream fails; upstream misses are remembered for `negative_ttl`.
 
-use super::flights::{FetchJob, Flights};
+use super::flights::{Coalescer, FetchJob, Flights};
+use super::refresh::{Refresh, Refreshed};
 use super::upstream::Upstream;
 use super::{Found, Repo, RepoError, Source};
 use crate::config::RemoteSpec;
-use crate::model::{unix_now, BlobInfo, Digest, Entry};
-use crate::storage::blob::put_bytes;
-use futures::StreamExt;
-use reqwest::{Method, StatusCode};
+use crate::model::{unix_now, Digest, Entry};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,18 +69,47 @@ pub struct Remote {
     pub spec: RemoteSpec,
     upstream: Arc<Upstream>,
     flights: Arc<Flights>,
-    misses: Mutex<HashMap<String, Instant>>,
+    refreshes: Arc<Coalescer<Refreshed>>,
+    misses: Arc<Misses>,
 }
 
-enum Check {
-    Unchanged,
-    Changed,
+/// Upstream 404s remembered for `negative_ttl`, separately from cached entries.
+pub(super) struct Misses {
+    ttl: Duration,
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl Misses {
+    fn recent(&self, key: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get(key) {
+            Some(at) if at.elapsed() < self.ttl => true,
+            Some(_) => {
+                seen.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn remember(&self, key: &str) {
+        if self.ttl > Duration::ZERO {
+            self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), Instant::now());
+        }
+    }
 }
 
 impl Remote {
     pub fn new(spec: RemoteSpec) -> Result<Remote, RepoError> {
         let upstream = Upstream::new(spec.upstream.clone(), spec.username.clone(), spec.password.clone())?;
-        Ok(Remote { spec, upstream: Arc::new(upstream), flights: Arc::default(), misses: Mutex::default() })
+        let misses = Misses { ttl: spec.negative_ttl, seen: Mutex::default() };
+        Ok(Remote {
+            spec,
+            upstream: Arc::new(upstream),
+            flights: Arc::default(),
+            refreshes: Arc::default(),
+            misses: Arc::new(misses),
+        })
     }
 
     pub fn budget(&self) -> super::budget::BudgetStatus {
@@ -98,38 +125,18 @@ impl Remote {
     }
 
     pub async fn get(&self, repo: &Repo, path: &str, request: UpstreamRequest) -> Result<Option<Found>, RepoError> {
-        let found = |entry: Entry, status: CacheStatus| Found {
-            entry,
-            repo: repo.name.clone(),
-            source: Source::Cached(status),
-        };
         let cached = repo.get_local(path).await?;
-        if let Some(entry) = cached {
-            if self.spec.offline || self.is_fresh(&entry, request.freshness) {
-                return Ok(Some(found(entry, CacheStatus::Hit)));
+        if let Some(entry) = &cached {
+            if self.spec.offline || self.is_fresh(entry, request.freshness) {
+                return Ok(Some(found(repo, entry.clone(), CacheStatus::Hit)));
             }
-            match self.check(&entry, &request).await {
-                Ok(Check::Unchanged) => {
-                    repo.meta().touch_entry(repo.name.as_str(), path, unix_now()).await?;
-                    return Ok(Some(found(entry, CacheStatus::Revalidated)));
-                }
-                Ok(Check::Changed) => match self.fetch(repo, path, &request).await {
-                    Ok(Some(fresh)) => return Ok(Some(fresh)),
-                    Ok(None) => return Ok(Some(found(entry, CacheStatus::Stale("gone upstream".into())))),
-                    Err(e) => return Ok(Some(self.stale(entry, repo, path, e))),
-                },
-                Err(e) => return Ok(Some(self.stale(entry, repo, path, e))),
-            }
-        }
-        if self.spec.offline || self.recently_missed(path) {
+        } else if self.spec.offline || self.misses.recent(path) {
             return Ok(None);
         }
-        self.fetch(repo, path, &request).await
-    }
-
-    fn stale(&self, entry: Entry, repo: &Repo, path: &str, error: RepoError) -> Found {
-        tracing::warn!(repo = %repo.name, path, "upstream check failed, serving cached copy: {error}");
-        Found { entry, repo: repo.name.clone(), source: Source::Cached(CacheStatus::Stale(error.to_string())) }
+        match request.document_limit {
+            Some(_) => self.refresh_document(repo, path, request, cached).await,
+            None => self.fetch_blob(repo, path, &request).await,
+        }
     }
 
     fn is_fresh(&self, entry: &Entry, freshness: Freshness) -> bool {
@@ -143,98 +150,39 @@ impl Remote {
         }
     }
 
-    fn recently_missed(&self, path: &str) -> bool {
-        let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
-        match misses.get(path) {
-            Some(at) if at.elapsed() < self.spec.negative_ttl => true,
-            Some(_) => {
-                misses.remove(path);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn remember_miss(&self, path: &str) {
-        if self.spec.negative_ttl > Duration::ZERO {
-            self.misses.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_string(), Instant::now());
-        }
-    }
-
-    /// HEAD the upstream and compare its digest (or ETag) with the cached entry's.
-    async fn check(&self, entry: &Entry, request: &UpstreamRequest) -> Result<Check, RepoError> {
-        let response =
-            self.upstream.send(Method::HEAD, &request.path, &request.accept, request.auth_scope.as_deref()).await?;
-        let status = response.status();
-        if status == StatusCode::NOT_FOUND {
-            return Ok(Check::Changed);
-        }
-        if !status.is_success() {
-            return Err(RepoError::Upstream { status: status.as_u16(), message: format!("HEAD {}", request.path) });
-        }
-        let header = |name: &str| {
-            response.headers().get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_string())
-        };
-        let upstream_digest = request.digest_header.and_then(header);
-        let same = match (upstream_digest, header("etag")) {
-            (Some(digest), _) => digest == entry.digest,
-            (None, Some(etag)) => entry.etag.as_deref().map(|e| e.trim_matches('"')) == Some(etag.as_str()),
-            (None, None) => false,
-        };
-        Ok(if same { Check::Unchanged } else { Check::Changed })
-    }
-
-    async fn fetch(&self, repo: &Repo, path: &str, request: &UpstreamRequest) -> Result<Option<Found>, RepoError> {
-        let result = match request.document_limit {
-            Some(limit) => self.fetch_document(repo, path, request, limit).await,
-            None => self.fetch_blob(repo, path, request).await,
-        };
-        match result {
-            Err(RepoError::NotFound) => {
-                self.remember_miss(path);
-                Ok(None)
-            }
-            other => other.map(Some),
-        }
-    }
-
-    async fn fetch_document(
+    /// Revalidate or fetch a document, one detached refresh per path shared by every waiter.
+    async fn refresh_document(
         &self,
         repo: &Repo,
         path: &str,
-        request: &UpstreamRequest,
-        limit: u64,
-    ) -> Result<Found, RepoError> {
-        let response =
-            self.upstream.send(Method::GET, &request.path, &request.accept, request.auth_scope.as_deref()).await?;
-        match response.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Err(RepoError::NotFound),
-            status => {
-                return Err(RepoError::Upstream { status: status.as_u16(), message: format!("GET {}", request.path) })
-            }
-        }
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let media_type = header("content-type");
-        let etag = header("etag");
-        let claimed = request.digest_header.and_then(header);
-        let body = read_limited(response, limit).await?;
-        let digest = match &request.expected {
-            Some(expected) => expected.clone(),
-            None => Digest::sha256_of(&body),
+        request: UpstreamRequest,
+        cached: Option<Entry>,
+    ) -> Result<Option<Found>, RepoError> {
+        let job = Refresh {
+            upstream: self.upstream.clone(),
+            stores: repo.stores_arc(),
+            misses: self.misses.clone(),
+            repo: repo.name.to_string(),
+            path: path.to_string(),
+            request,
+            cached,
         };
-        if let Some(claimed) = claimed.as_deref().and_then(|c| c.parse::<Digest>().ok()) {
-            if claimed.algorithm() == digest.algorithm() && Digest::of(claimed.algorithm(), &body) != claimed {
-                return Err(RepoError::Corrupt(format!("upstream body does not match its digest {claimed}")));
+        let key = format!("{}\n{path}", repo.name);
+        let Some((outcome, collapsed)) = self.refreshes.run(key, move || job.run()).await else {
+            return Err(RepoError::Unreachable("the upstream refresh task failed".into()));
+        };
+        match outcome {
+            Refreshed::Found(entry, CacheStatus::Miss { .. }) => {
+                Ok(Some(found(repo, *entry, CacheStatus::Miss { collapsed })))
             }
+            Refreshed::Found(entry, status) => Ok(Some(found(repo, *entry, status))),
+            Refreshed::Missing => Ok(None),
+            Refreshed::Failed { status: Some(status), message } => Err(RepoError::Upstream { status, message }),
+            Refreshed::Failed { status: None, message } => Err(RepoError::Unreachable(message)),
         }
-        let info = put_bytes(repo.blobs(), body, Some(&digest)).await.map_err(|e| RepoError::Corrupt(e.to_string()))?;
-        let entry = cached_entry(repo.name.as_str(), path, &digest, &info, media_type, request, etag);
-        repo.put_entry(&entry).await?;
-        Ok(Found { entry, repo: repo.name.clone(), source: Source::Cached(CacheStatus::Miss { collapsed: false }) })
     }
 
-    async fn fetch_blob(&self, repo: &Repo, path: &str, request: &UpstreamRequest) -> Result<Found, RepoError> {
+    async fn fetch_blob(&self, repo: &Repo, path: &str, request: &UpstreamRequest) -> Result<Option<Found>, RepoError> {
         let job = FetchJob {
             upstream: self.upstream.clone(),
             blobs: repo.stores().blobs.clone(),
@@ -245,7 +193,14 @@ impl Remote {
             timeout: self.spec.fetch_timeout,
         };
         let mut reader = self.flights.join_or_start(job);
-        let (total, media_type) = reader.started().await?;
+        let (total, media_type) = match reader.started().await {
+            Ok(started) => started,
+            Err(RepoError::NotFound) => {
+                self.misses.remember(path);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         let entry = Entry {
             repo: repo.name.to_string(),
             path: path.to_string(),
@@ -257,49 +212,10 @@ impl Remote {
             ..Default::default()
         };
         let status = CacheStatus::Miss { collapsed: reader.collapsed };
-        Ok(Found { entry, repo: repo.name.clone(), source: Source::Streaming(reader, status) })
+        Ok(Some(Found { entry, repo: repo.name.clone(), source: Source::Streaming(reader, status) }))
     }
 }
 
-/// The catalog entry for something just fetched from the upstream and stored.
-pub(super) fn cached_entry(
-    repo: &str,
-    path: &str,
-    digest: &Digest,
-    info: &BlobInfo,
-    media_type: Option<String>,
-    request: &UpstreamRequest,
-    etag: Option<String>,
-) -> Entry {
-    let now = unix_now();
-    Entry {
-        repo: repo.to_string(),
-        path: path.to_string(),
-        digest: digest.to_string(),
-        blob: info.sha256.hex().to_string(),
-        size: info.size,
-        media_type,
-        package: request.package.clone(),
-        refers_to: None,
-        attrs: serde_json::json!({}),
-        created_at: now,
-        checked_at: now,
-        etag,
-    }
-}
-
-async fn read_limited(response: reqwest::Response, limit: u64) -> Result<bytes::Bytes, RepoError> {
-    if response.content_length().is_some_and(|l| l > limit) {
-        return Err(RepoError::Corrupt(format!("upstream document exceeds {limit} bytes")));
-    }
-    let mut body = response.bytes_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| RepoError::Unreachable(format!("upstream body failed: {e}")))?;
-        if buf.len() as u64 + chunk.len() as u64 > limit {
-            return Err(RepoError::Corrupt(format!("upstream document exceeds {limit} bytes")));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.into())
+fn found(repo: &Repo, entry: Entry, status: CacheStatus) -> Found {
+    Found { entry, repo: repo.name.clone(), source: Source::Cached(status) }
 }

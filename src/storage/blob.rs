@@ -49,8 +49,15 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stat(&self, sha256: &Digest) -> Result<Option<u64>, BlobError>;
     async fn delete(&self, sha256: &Digest) -> Result<(), BlobError>;
 
-    /// Append a chunk to a resumable upload (created empty if absent and `offset` is 0).
-    async fn append_upload(&self, upload_id: &str, offset: u64, body: ByteStream) -> Result<u64, BlobError>;
+    /// Append a chunk to a resumable upload (created empty if absent and `offset` is 0). With
+    /// `length`, a chunk of any other length is rolled back and refused with `OffsetMismatch`.
+    async fn append_upload(
+        &self,
+        upload_id: &str,
+        offset: u64,
+        body: ByteStream,
+        length: Option<u64>,
+    ) -> Result<u64, BlobError>;
     /// Bytes written so far into an upload.
     async fn upload_size(&self, upload_id: &str) -> Result<u64, BlobError>;
     /// Read an upload that may still be growing, from `offset` up to `end` (exclusive).

@@ -20,8 +20,12 @@ mod server;
 #[allow(dead_code)]
 mod upstream;
 
+mod addressing;
 mod api;
+mod completeness;
 mod harness;
 mod hosted;
 mod remote;
+mod spec_extra;
+mod upstream_auth;
 mod virtual_repo;

@@ -90,6 +90,11 @@ impl OciClient {
         OciClient { base: base_url.trim_end_matches('/').to_string(), http }
     }
 
+    /// With a caller-built client (e.g. one that `resolve`s a host name to 127.0.0.1).
+    pub fn with_http(base_url: &str, http: reqwest::Client) -> Self {
+        OciClient { base: base_url.trim_end_matches('/').to_string(), http }
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }

@@ -49,27 +49,73 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
 }
 
+/// Extra settings for [`TestServer::start_with`] and friends.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// TOML lines added to the `[server]` table (`public_url = "…"`, `tls_cert = "…"`).
+    pub server_toml: String,
+    /// Environment for the server process, set after the test's own `BINARYREPO_*`
+    /// variables are removed (`BINARYREPO_REPOSITORY__DOCKER_REMOTE__PASSWORD`, …).
+    pub env: Vec<(String, String)>,
+    /// The server speaks TLS with a certificate signed by (or equal to) this PEM CA:
+    /// readiness checks and `base_url` use `https://`.
+    pub tls_ca: Option<PathBuf>,
+}
+
 pub struct TestServer {
     dir: TempDir,
     port: u16,
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// `false`: `serve` without `--config` (the embedded default).
+    use_config: bool,
+    options: ServerOptions,
 }
 
 impl TestServer {
     /// Writes `[server]` + `[storage]` + `repos` (TOML `[[repository]]` tables) and
     /// starts the server; returns once `GET /v2/` answers 200.
     pub async fn start(repos: &str) -> TestServer {
-        let dir = tempfile::Builder::new().prefix("binaryrepo-it-").tempdir().expect("tempdir");
+        TestServer::start_with(repos, ServerOptions::default()).await
+    }
+
+    /// Like [`TestServer::start`], with extra `[server]` keys, environment or TLS.
+    pub async fn start_with(repos: &str, options: ServerOptions) -> TestServer {
         let port = free_port();
-        let data = dir.path().join("data");
+        let extra = &options.server_toml;
+        let text = move |dir: &Path| {
+            let data = dir.join("data");
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n\n[storage]\npath = \"{}\"\n{repos}",
+                data.display()
+            )
+        };
+        TestServer::launch(port, Some(&text as &dyn Fn(&Path) -> String), options.clone()).await
+    }
+
+    /// Writes `text` verbatim as the config file. The server must end up listening
+    /// on `127.0.0.1:port` (from `text` or a `BINARYREPO_SERVER__LISTEN` in `options.env`).
+    pub async fn start_with_file(port: u16, text: &str, options: ServerOptions) -> TestServer {
+        let text = |_: &Path| text.to_string();
+        TestServer::launch(port, Some(&text as &dyn Fn(&Path) -> String), options).await
+    }
+
+    /// `binaryrepo serve` without `--config`, in a fresh temporary working directory;
+    /// `options.env` must make it listen on `127.0.0.1:port`.
+    pub async fn start_without_config(port: u16, options: ServerOptions) -> TestServer {
+        TestServer::launch(port, None, options).await
+    }
+
+    async fn launch(port: u16, text: Option<&dyn Fn(&Path) -> String>, options: ServerOptions) -> TestServer {
+        let dir = tempfile::Builder::new().prefix("binaryrepo-it-").tempdir().expect("tempdir");
         let config = dir.path().join("config.toml");
-        let text =
-            format!("[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\npath = \"{}\"\n{repos}", data.display());
-        std::fs::write(&config, text).expect("write config");
+        if let Some(text) = text {
+            std::fs::write(&config, text(dir.path())).expect("write config");
+        }
         let log = dir.path().join("server.log");
-        let mut server = TestServer { dir, port, config, log, child: None };
+        let use_config = text.is_some();
+        let mut server = TestServer { dir, port, config, log, child: None, use_config, options };
         server.spawn().await;
         server
     }
@@ -77,13 +123,11 @@ impl TestServer {
     async fn spawn(&mut self) {
         let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_binaryrepo"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&self.config)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
+        cmd.arg("serve");
+        if self.use_config {
+            cmd.arg("--config").arg(&self.config);
+        }
+        cmd.current_dir(self.dir.path()).stdin(Stdio::null()).stdout(log.try_clone().expect("dup log")).stderr(log);
         // The config under test is the file, not whatever the developer exported.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("BINARYREPO_") {
@@ -93,13 +137,19 @@ impl TestServer {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info,binaryrepo=debug");
         }
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().expect("spawn binaryrepo");
         self.child = Some(child);
         self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().expect("client");
+        let mut http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2));
+        if let Some(ca) = &self.options.tls_ca {
+            let pem = std::fs::read(ca).expect("read TLS CA");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM CA"));
+        }
+        let http = http.build().expect("client");
         let url = format!("{}/v2/", self.base_url());
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -132,9 +182,10 @@ impl TestServer {
         self.spawn().await;
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` with `ServerOptions::tls_ca`)
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.options.tls_ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
     }
 
     /// `127.0.0.1:PORT`, the registry host for image references.
@@ -152,6 +203,16 @@ impl TestServer {
 
     pub fn config_path(&self) -> &Path {
         &self.config
+    }
+
+    /// The temporary directory: the server's working directory, holding its config and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the process has exited (it is reaped if so).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait"))
     }
 
     /// Everything the server wrote to stdout/stderr so far.

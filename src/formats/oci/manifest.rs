@@ -45,10 +45,10 @@ struct Document {
 pub struct Manifest {
     pub media_type: String,
     pub artifact_type: Option<String>,
-    /// Blobs (config and layers) that must exist in the repository.
-    pub blobs: Vec<Digest>,
-    /// Child manifests (indexes) that must exist under the same name.
-    pub children: Vec<Digest>,
+    /// Blobs (config and layers) that must exist in the repository, with their declared sizes.
+    pub blobs: Vec<(Digest, u64)>,
+    /// Child manifests (indexes) that must exist under the same name, with their declared sizes.
+    pub children: Vec<(Digest, u64)>,
     pub subject: Option<Digest>,
     pub annotations: Option<serde_json::Value>,
 }
@@ -76,11 +76,11 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, OciErr
     if doc.schema_version != Some(2) {
         return Err(invalid("schemaVersion must be 2 (schema 1 manifests are not supported)"));
     }
-    let parse_digest = |d: &Descriptor| -> Result<Digest, OciError> {
-        if d.size < 0 {
-            return Err(invalid(format!("descriptor {} has a negative size", d.digest)));
-        }
-        d.digest.parse().map_err(|e| invalid(format!("descriptor digest {:?}: {e}", d.digest)))
+    let parse_digest = |d: &Descriptor| -> Result<(Digest, u64), OciError> {
+        let size =
+            u64::try_from(d.size).map_err(|_| invalid(format!("descriptor {} has a negative size", d.digest)))?;
+        let digest = d.digest.parse().map_err(|e| invalid(format!("descriptor digest {:?}: {e}", d.digest)))?;
+        Ok((digest, size))
     };
     let (blobs, children) = match media_type.as_str() {
         OCI_MANIFEST | DOCKER_MANIFEST => {
@@ -97,7 +97,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, OciErr
                 .with_status(415));
         }
     };
-    let subject = doc.subject.as_ref().map(parse_digest).transpose()?;
+    let subject = doc.subject.as_ref().map(parse_digest).transpose()?.map(|(digest, _)| digest);
     let artifact_type = doc.artifact_type.clone().or_else(|| {
         // An artifact without artifactType is typed by its config (image-spec guidance).
         doc.config.as_ref().and_then(|c| c.media_type.clone()).filter(|_| subject.is_some())

@@ -18,7 +18,13 @@ pub fn spawn(holder: Arc<Repo>, name: String, fetched: Entry, bytes: bytes::Byte
     if holder.remote().is_none() {
         return;
     }
-    tokio::spawn(complete(holder, name, fetched, bytes));
+    let Ok(parsed) = manifest::parse(&bytes, fetched.media_type.as_deref()) else { return };
+    // Referrers only for what was asked by tag: an index's children would cost one upstream
+    // request each, and registries attach signatures and SBOMs to the top-level digest.
+    let by_tag = paths::tag_of(&fetched.path).is_some();
+    if by_tag || !parsed.children.is_empty() {
+        tokio::spawn(complete(holder, name, fetched, parsed.children, by_tag));
+    }
 }
 
 // Boxed with an explicit `Send` bound: this future and `find_manifest` refer to each other.
@@ -26,23 +32,28 @@ fn complete(
     holder: Arc<Repo>,
     name: String,
     fetched: Entry,
-    bytes: bytes::Bytes,
+    children: Vec<(Digest, u64)>,
+    with_referrers: bool,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
-        let Ok(parsed) = manifest::parse(&bytes, fetched.media_type.as_deref()) else { return };
-        for child in parsed.children {
-            if let Err(e) = find_manifest(&holder, &name, &Reference::Digest(child.clone())).await {
-                tracing::debug!(repo = %holder.name, "prefetch of {name}@{child} failed: {}", e.message);
+        let mut cached_children = 0;
+        for (child, _) in &children {
+            match find_manifest(&holder, &name, &Reference::Digest(child.clone())).await {
+                Ok(_) => cached_children += 1,
+                Err(e) => tracing::warn!(repo = %holder.name, "prefetch of {name}@{child} failed: {}", e.message),
             }
         }
-        // Referrers only for what was asked by tag: an index's children would cost one upstream
-        // request each, and registries attach signatures and SBOMs to the top-level digest.
-        if paths::tag_of(&fetched.path).is_none() {
-            return;
+        let mut referrers = 0;
+        if let (true, Ok(digest)) = (with_referrers, fetched.digest.parse::<Digest>()) {
+            match super::lists::remote_referrers(&holder, &name, &digest).await {
+                Ok(found) => referrers = found.len(),
+                Err(e) => tracing::warn!(repo = %holder.name, "referrers of {name}@{digest} unavailable: {e}"),
+            }
         }
-        let Ok(digest) = fetched.digest.parse::<Digest>() else { return };
-        if let Err(e) = super::lists::remote_referrers(&holder, &name, &digest).await {
-            tracing::debug!(repo = %holder.name, "prefetch of referrers of {name}@{digest} failed: {e}");
-        }
+        tracing::info!(
+            repo = %holder.name,
+            "cached image completed: {name}@{} ({cached_children} child manifests, {referrers} referrers)",
+            fetched.digest
+        );
     })
 }

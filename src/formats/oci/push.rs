@@ -153,12 +153,12 @@ pub async fn upload_status(repo: &Repo, ctx: &Ctx, name: &str, id: &str) -> Resu
 }
 
 /// `Content-Range: <start>-<end>` (also accepts the `bytes ` prefix some clients send).
-fn content_range_start(raw: &str) -> Option<u64> {
+fn content_range(raw: &str) -> Option<(u64, u64)> {
     let raw = raw.trim().trim_start_matches("bytes").trim();
     let (start, end) = raw.split_once('-')?;
     let end = end.split('/').next()?;
     let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
-    (start <= end).then_some(start)
+    (start <= end).then_some((start, end))
 }
 
 pub async fn patch_upload(
@@ -171,20 +171,23 @@ pub async fn patch_upload(
     let target = repo.write_target()?;
     session(target, name, id).await?;
     let current = target.blobs().upload_size(id).await?;
+    let out_of_range = || {
+        OciError::new(ErrorCode::RangeInvalid, format!("chunk must start at byte {current} and match its length"))
+            .with_header(header::LOCATION, upload_location(ctx, name, id))
+            .with_header(header::RANGE, range_header(current))
+            .with_header(header::HeaderName::from_static("docker-upload-uuid"), id.to_string())
+    };
+    let mut length = None;
     if let Some(raw) = req.headers().get(header::CONTENT_RANGE) {
-        let start = raw.to_str().ok().and_then(content_range_start);
-        if start != Some(current) {
-            return Err(OciError::new(ErrorCode::RangeInvalid, format!("chunk must start at byte {current}"))
-                .with_header(header::LOCATION, upload_location(ctx, name, id))
-                .with_header(header::RANGE, range_header(current))
-                .with_header(header::HeaderName::from_static("docker-upload-uuid"), id.to_string()));
+        let (start, end) = raw.to_str().ok().and_then(content_range).ok_or_else(out_of_range)?;
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if start != current || declared.is_some_and(|l| l != end - start + 1) {
+            return Err(out_of_range());
         }
+        length = Some(end - start + 1);
     }
-    let size = match target.blobs().append_upload(id, current, body_stream(req)).await {
-        Err(BlobError::OffsetMismatch { current, .. }) => {
-            return Err(OciError::new(ErrorCode::RangeInvalid, format!("chunk must start at byte {current}"))
-                .with_header(header::RANGE, range_header(current)));
-        }
+    let size = match target.blobs().append_upload(id, current, body_stream(req), length).await {
+        Err(BlobError::OffsetMismatch { .. }) => return Err(out_of_range()),
         other => other?,
     };
     respond(
@@ -207,7 +210,7 @@ pub async fn finish_upload(
     let target = repo.write_target()?;
     session(target, name, id).await?;
     let current = target.blobs().upload_size(id).await?;
-    target.blobs().append_upload(id, current, body_stream(req)).await?;
+    target.blobs().append_upload(id, current, body_stream(req), None).await?;
     let info = match target.blobs().commit_upload(id, Some(digest)).await {
         Ok(info) => info,
         Err(e @ BlobError::DigestMismatch { .. }) => {
@@ -292,32 +295,42 @@ async fn check_references(repo: &Repo, target: &Repo, name: &str, parsed: &manif
     let wanted = parsed
         .blobs
         .iter()
-        .map(|d| (paths::blob(d), d, "blob"))
-        .chain(parsed.children.iter().map(|d| (paths::manifest(name, d), d, "manifest")));
-    for (path, digest, what) in wanted {
-        if target.get_local(&path).await?.is_some() || link_from_members(repo, target, &path).await? {
-            continue;
+        .map(|(d, size)| (paths::blob(d), d, *size, "blob"))
+        .chain(parsed.children.iter().map(|(d, size)| (paths::manifest(name, d), d, *size, "manifest")));
+    for (path, digest, size, what) in wanted {
+        let entry = match target.get_local(&path).await? {
+            Some(entry) => Some(entry),
+            None => link_from_members(repo, target, &path).await?,
+        };
+        let Some(entry) = entry else {
+            return Err(OciError::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!("{what} {digest} is not in this repository"),
+            )
+            .with_detail(serde_json::json!({ "digest": digest.to_string() })));
+        };
+        if entry.size != size {
+            return Err(OciError::new(
+                ErrorCode::ManifestInvalid,
+                format!("descriptor of {what} {digest} says {size} bytes, the {what} has {}", entry.size),
+            ));
         }
-        return Err(OciError::new(
-            ErrorCode::ManifestBlobUnknown,
-            format!("{what} {digest} is not in this repository"),
-        )
-        .with_detail(serde_json::json!({ "digest": digest.to_string() })));
     }
     Ok(())
 }
 
-async fn link_from_members(repo: &Repo, target: &Repo, path: &str) -> Result<bool, OciError> {
+async fn link_from_members(repo: &Repo, target: &Repo, path: &str) -> Result<Option<Entry>, OciError> {
     if !repo.is_virtual() {
-        return Ok(false);
+        return Ok(None);
     }
     for member in repo.readable().into_iter().filter(|m| m.name != target.name) {
         if let Some(entry) = member.get_local(path).await? {
-            target.put_entry(&Entry { checked_at: unix_now(), ..entry }).await?;
-            return Ok(true);
+            let linked = Entry { checked_at: unix_now(), ..entry };
+            target.put_entry(&linked).await?;
+            return Ok(Some(linked));
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 pub async fn delete_manifest(repo: &Repo, name: &str, reference: &Reference) -> Result<Response, OciError> {
@@ -364,10 +377,10 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(content_range_start("0-99"), Some(0));
-        assert_eq!(content_range_start("bytes 100-199/*"), Some(100));
-        assert_eq!(content_range_start("5-2"), None);
-        assert_eq!(content_range_start("x"), None);
+        assert_eq!(content_range("0-99"), Some((0, 99)));
+        assert_eq!(content_range("bytes 100-199/*"), Some((100, 199)));
+        assert_eq!(content_range("5-2"), None);
+        assert_eq!(content_range("x"), None);
         assert_eq!(range_header(0), "0-0");
         assert_eq!(range_header(10), "0-9");
     }

@@ -138,7 +138,13 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn append_upload(&self, upload_id: &str, offset: u64, mut body: ByteStream) -> Result<u64, BlobError> {
+    async fn append_upload(
+        &self,
+        upload_id: &str,
+        offset: u64,
+        mut body: ByteStream,
+        length: Option<u64>,
+    ) -> Result<u64, BlobError> {
         let path = self.upload_path(upload_id)?;
         let mut file =
             OpenOptions::new().create(offset == 0).append(true).open(&path).await.map_err(not_found_as_upload)?;
@@ -147,10 +153,31 @@ impl BlobStore for FsBlobStore {
             return Err(BlobError::OffsetMismatch { current, requested: offset });
         }
         let mut size = current;
+        let mut outcome = Ok(());
         while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            file.write_all(&chunk).await?;
-            size += chunk.len() as u64;
+            let written = match chunk {
+                Ok(chunk) => file.write_all(&chunk).await.map(|()| chunk.len() as u64),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(n) if length.is_some_and(|l| size + n - current > l) => {
+                    outcome = Err(BlobError::OffsetMismatch { current, requested: offset });
+                    break;
+                }
+                Ok(n) => size += n,
+                Err(e) => {
+                    outcome = Err(e.into());
+                    break;
+                }
+            }
+        }
+        if outcome.is_ok() && length.is_some_and(|l| size - current != l) {
+            outcome = Err(BlobError::OffsetMismatch { current, requested: offset });
+        }
+        if let Err(e) = outcome {
+            // A chunk is all or nothing: roll the upload back to where it was.
+            file.set_len(current).await?;
+            return Err(e);
         }
         file.flush().await?;
         Ok(size)
@@ -266,10 +293,13 @@ mod tests {
         let chunk = |b: &'static [u8]| -> ByteStream {
             Box::pin(futures::stream::once(async move { Ok(Bytes::from_static(b)) }))
         };
-        assert_eq!(store.append_upload("u1", 0, chunk(b"abc")).await.unwrap(), 3);
-        let err = store.append_upload("u1", 5, chunk(b"x")).await.unwrap_err();
+        assert_eq!(store.append_upload("u1", 0, chunk(b"abc"), None).await.unwrap(), 3);
+        let err = store.append_upload("u1", 5, chunk(b"x"), None).await.unwrap_err();
         assert!(matches!(err, BlobError::OffsetMismatch { current: 3, requested: 5 }));
-        assert_eq!(store.append_upload("u1", 3, chunk(b"def")).await.unwrap(), 6);
+        let short = store.append_upload("u1", 3, chunk(b"de"), Some(3)).await.unwrap_err();
+        assert!(matches!(short, BlobError::OffsetMismatch { .. }));
+        assert_eq!(store.upload_size("u1").await.unwrap(), 3, "a refused chunk is rolled back");
+        assert_eq!(store.append_upload("u1", 3, chunk(b"def"), Some(3)).await.unwrap(), 6);
         assert_eq!(collect(store.open_upload("u1", 2, 4).await.unwrap()).await, b"cd");
         let info = store.commit_upload("u1", Some(&Digest::sha256_of(b"abcdef"))).await.unwrap();
         assert_eq!(info.size, 6);
