@@ -130,6 +130,8 @@ pub struct RepoConfig {
     pub negative_ttl: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub fetch_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_timeout: Option<Duration>,
     #[serde(default)]
     pub offline: bool,
     // virtual
@@ -146,6 +148,8 @@ pub struct RemoteSpec {
     pub metadata_ttl: Duration,
     pub negative_ttl: Duration,
     pub fetch_timeout: Duration,
+    /// Bound on each metadata request (revalidation, manifests, lists); past it the cache is served.
+    pub upstream_timeout: Duration,
     pub offline: bool,
 }
 
@@ -227,6 +231,7 @@ impl RepoConfig {
             || self.metadata_ttl.is_some()
             || self.negative_ttl.is_some()
             || self.fetch_timeout.is_some()
+            || self.upstream_timeout.is_some()
             || self.offline;
         let virtual_keys = !self.members.is_empty() || self.deploy_to.is_some();
         match self.kind {
@@ -247,6 +252,7 @@ impl RepoConfig {
                     metadata_ttl: self.metadata_ttl.unwrap_or(Duration::from_secs(300)),
                     negative_ttl: self.negative_ttl.unwrap_or(Duration::from_secs(30)),
                     fetch_timeout: self.fetch_timeout.unwrap_or(Duration::from_secs(3600)),
+                    upstream_timeout: self.upstream_timeout.unwrap_or(Duration::from_secs(20)),
                     offline: self.offline,
                 }))
             }

@@ -90,8 +90,7 @@ fn flight_upload_id(key: &str) -> String {
 
 async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> Result<Entry, RepoError> {
     let request = &job.request;
-    let response =
-        job.upstream.send(Method::GET, &request.path, &request.accept, request.auth_scope.as_deref()).await?;
+    let response = job.upstream.send(Method::GET, request).await?;
     match response.status() {
         StatusCode::OK => {}
         StatusCode::NOT_FOUND => return Err(RepoError::NotFound),

@@ -68,8 +68,7 @@ impl Refresh {
     /// HEAD the upstream and compare its digest (or ETag) with the cached entry's.
     async fn check(&self, entry: &Entry) -> Result<Check, RepoError> {
         let request = &self.request;
-        let response =
-            self.upstream.send(Method::HEAD, &request.path, &request.accept, request.auth_scope.as_deref()).await?;
+        let response = self.upstream.send(Method::HEAD, request).await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(Check::Changed);
@@ -93,8 +92,7 @@ impl Refresh {
     async fn fetch(&self) -> Result<Entry, RepoError> {
         let request = &self.request;
         let limit = request.document_limit.unwrap_or(0);
-        let response =
-            self.upstream.send(Method::GET, &request.path, &request.accept, request.auth_scope.as_deref()).await?;
+        let response = self.upstream.send(Method::GET, request).await?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Err(RepoError::NotFound),

@@ -101,7 +101,8 @@ impl Misses {
 
 impl Remote {
     pub fn new(spec: RemoteSpec) -> Result<Remote, RepoError> {
-        let upstream = Upstream::new(spec.upstream.clone(), spec.username.clone(), spec.password.clone())?;
+        let upstream =
+            Upstream::new(spec.upstream.clone(), spec.username.clone(), spec.password.clone(), spec.upstream_timeout)?;
         let misses = Misses { ttl: spec.negative_ttl, seen: Mutex::default() };
         Ok(Remote {
             spec,

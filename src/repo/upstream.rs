@@ -4,7 +4,7 @@
 //! <https://distribution.github.io/distribution/spec/auth/token/>
 
 use super::budget::{Budget, BudgetStatus};
-use super::RepoError;
+use super::{RepoError, UpstreamRequest};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Client, Method, Response, StatusCode};
 use std::collections::HashMap;
@@ -18,6 +18,7 @@ pub struct Upstream {
     credentials: Option<(String, String)>,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     budget: Budget,
+    metadata_timeout: Duration,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -27,15 +28,29 @@ struct Challenge {
 }
 
 impl Upstream {
-    pub fn new(base: Url, username: Option<String>, password: Option<String>) -> Result<Upstream, RepoError> {
+    /// `metadata_timeout` bounds each document request and revalidation (blobs are bounded by
+    /// their flight's timeout and a read timeout instead).
+    pub fn new(
+        base: Url,
+        username: Option<String>,
+        password: Option<String>,
+        metadata_timeout: Duration,
+    ) -> Result<Upstream, RepoError> {
         let client = Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(metadata_timeout.min(Duration::from_secs(10)))
             .read_timeout(Duration::from_secs(60))
             .user_agent(concat!("binaryrepo/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RepoError::Unreachable(e.to_string()))?;
         let credentials = username.map(|u| (u, password.unwrap_or_default()));
-        Ok(Upstream { base, client, credentials, tokens: Mutex::new(HashMap::new()), budget: Budget::default() })
+        Ok(Upstream {
+            base,
+            client,
+            credentials,
+            tokens: Mutex::new(HashMap::new()),
+            budget: Budget::default(),
+            metadata_timeout,
+        })
     }
 
     pub fn base(&self) -> &Url {
@@ -59,22 +74,19 @@ impl Upstream {
     }
 
     /// Send a request to `path` (relative to the base URL), answering one auth challenge.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        accept: &[String],
-        scope: Option<&str>,
-    ) -> Result<Response, RepoError> {
-        let url = self.url(path)?;
+    pub async fn send(&self, method: Method, request: &UpstreamRequest) -> Result<Response, RepoError> {
+        let url = self.url(&request.path)?;
+        let scope = request.auth_scope.as_deref();
+        // Documents and revalidations are small: bound them; blob bodies stream for as long as they take.
+        let timeout = (request.document_limit.is_some() || method == Method::HEAD).then_some(self.metadata_timeout);
         let mut headers = HeaderMap::new();
-        for value in accept {
+        for value in &request.accept {
             if let Ok(v) = HeaderValue::from_str(value) {
                 headers.append(ACCEPT, v);
             }
         }
         let cached = scope.and_then(|s| self.cached_token(s));
-        let first = self.request(&method, &url, &headers, cached.as_deref()).await?;
+        let first = self.request(&method, &url, &headers, cached.as_deref(), timeout).await?;
         if first.status() != StatusCode::UNAUTHORIZED {
             return Ok(first);
         }
@@ -91,7 +103,7 @@ impl Upstream {
             },
             _ => return Ok(first),
         };
-        self.request(&method, &url, &headers, Some(&authorization)).await
+        self.request(&method, &url, &headers, Some(&authorization), timeout).await
     }
 
     fn url(&self, path: &str) -> Result<Url, RepoError> {
@@ -109,6 +121,7 @@ impl Upstream {
         url: &Url,
         headers: &HeaderMap,
         authorization: Option<&str>,
+        timeout: Option<Duration>,
     ) -> Result<Response, RepoError> {
         if let Some(wait) = self.budget.blocked_for() {
             let message = format!("rate limited; retrying upstream in {}s", wait.as_secs().max(1));
@@ -117,6 +130,9 @@ impl Upstream {
         let mut request = self.client.request(method.clone(), url.clone()).headers(headers.clone());
         if let Some(auth) = authorization {
             request = request.header(AUTHORIZATION, auth);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
         }
         let response = request.send().await.map_err(|e| RepoError::Unreachable(error_chain(&e)))?;
         self.budget.observe(response.status().as_u16(), response.headers());
@@ -258,7 +274,8 @@ mod tests {
 
     #[test]
     fn joins_paths_under_base() {
-        let up = Upstream::new(Url::parse("http://127.0.0.1:5000/mirror").unwrap(), None, None).unwrap();
+        let up = Upstream::new(Url::parse("http://127.0.0.1:5000/mirror").unwrap(), None, None, Duration::from_secs(1))
+            .unwrap();
         assert_eq!(up.url("/v2/x/manifests/1").unwrap().as_str(), "http://127.0.0.1:5000/mirror/v2/x/manifests/1");
     }
 }
