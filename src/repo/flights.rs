@@ -9,7 +9,6 @@ use super::{RepoError, UpstreamRequest};
 use crate::model::{Algorithm, Digest, Entry};
 use crate::storage::{BlobError, BlobStore, ByteStream, MetaStore};
 use futures::StreamExt;
-use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -90,14 +89,7 @@ fn flight_upload_id(key: &str) -> String {
 
 async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> Result<Entry, RepoError> {
     let request = &job.request;
-    let response = job.upstream.send(Method::GET, request).await?;
-    match response.status() {
-        StatusCode::OK => {}
-        StatusCode::NOT_FOUND => return Err(RepoError::NotFound),
-        status => {
-            return Err(RepoError::Upstream { status: status.as_u16(), message: format!("GET {}", request.path) })
-        }
-    }
+    let response = job.upstream.get(request).await?;
     let total = response.content_length();
     let media_type =
         response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);

@@ -92,14 +92,7 @@ impl Refresh {
     async fn fetch(&self) -> Result<Entry, RepoError> {
         let request = &self.request;
         let limit = request.document_limit.unwrap_or(0);
-        let response = self.upstream.send(Method::GET, request).await?;
-        match response.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Err(RepoError::NotFound),
-            status => {
-                return Err(RepoError::Upstream { status: status.as_u16(), message: format!("GET {}", request.path) })
-            }
-        }
+        let response = self.upstream.get(request).await?;
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let media_type = header("content-type");
         let etag = header("etag");

@@ -106,6 +106,16 @@ impl Upstream {
         self.request(&method, &url, &headers, Some(&authorization), timeout).await
     }
 
+    /// GET that must answer 200: a 404 is `NotFound`, anything else an `Upstream` error.
+    pub async fn get(&self, request: &UpstreamRequest) -> Result<Response, RepoError> {
+        let response = self.send(Method::GET, request).await?;
+        match response.status() {
+            StatusCode::OK => Ok(response),
+            StatusCode::NOT_FOUND => Err(RepoError::NotFound),
+            status => Err(RepoError::Upstream { status: status.as_u16(), message: format!("GET {}", request.path) }),
+        }
+    }
+
     fn url(&self, path: &str) -> Result<Url, RepoError> {
         let mut base = self.base.clone();
         if !base.path().ends_with('/') {
