@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,7 +107,13 @@ pub async fn serve(listeners: Vec<Listener>, tls: Option<tls::TlsFiles>) -> anyh
     for (socket, router) in bound {
         match acceptor.clone() {
             Some(acceptor) => tasks.spawn(tls::serve(socket, router, acceptor)),
-            None => tasks.spawn(async move { axum::serve(socket, router).await.map_err(anyhow::Error::from) }),
+            None => tasks.spawn(async move {
+                // Without TCP_NODELAY, small responses on keep-alive connections wait for delayed ACKs.
+                let socket = socket.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(socket, router).await.map_err(anyhow::Error::from)
+            }),
         };
     }
     while let Some(done) = tasks.join_next().await {

@@ -30,6 +30,7 @@ pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
 pub async fn serve(listener: tokio::net::TcpListener, router: Router, acceptor: TlsAcceptor) -> anyhow::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {

@@ -17,15 +17,22 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub enum Progress {
     Connecting,
-    Running { written: u64, total: Option<u64>, media_type: Option<String> },
+    Running {
+        written: u64,
+        total: Option<u64>,
+        media_type: Option<String>,
+    },
     Done(Entry),
     NotFound,
+    /// The upstream answered with this status.
+    Refused(u16, String),
     Failed(String),
 }
 
 #[derive(Default)]
 pub struct Flights {
-    running: Mutex<HashMap<String, watch::Receiver<Progress>>>,
+    /// Running fetches: their progress and the upload id their bytes are written under.
+    running: Mutex<HashMap<String, (watch::Receiver<Progress>, String)>>,
 }
 
 /// Everything a fetch task needs, owned so the task outlives the request that started it.
@@ -51,14 +58,14 @@ impl Flights {
     /// Join the running fetch for `job.path` or start one.
     pub fn join_or_start(self: &Arc<Self>, job: FetchJob) -> FlightReader {
         let key = format!("{}\n{}", job.repo, job.path);
-        let upload_id = flight_upload_id(&key);
         let blobs = job.blobs.clone();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(rx) = running.get(&key) {
-            return FlightReader { rx: rx.clone(), upload_id, blobs, collapsed: true };
+        if let Some((rx, upload_id)) = running.get(&key) {
+            return FlightReader { rx: rx.clone(), upload_id: upload_id.clone(), blobs, collapsed: true };
         }
+        let upload_id = flight_upload_id(&key);
         let (tx, rx) = watch::channel(Progress::Connecting);
-        running.insert(key.clone(), rx.clone());
+        running.insert(key.clone(), (rx.clone(), upload_id.clone()));
         let flights = self.clone();
         let id = upload_id.clone();
         tokio::spawn(async move {
@@ -66,6 +73,7 @@ impl Flights {
             let outcome = match tokio::time::timeout(timeout, run(&job, &id, &tx)).await {
                 Ok(Ok(entry)) => Progress::Done(entry),
                 Ok(Err(RepoError::NotFound)) => Progress::NotFound,
+                Ok(Err(RepoError::Upstream { status, message })) => Progress::Refused(status, message),
                 Ok(Err(e)) => Progress::Failed(e.to_string()),
                 Err(_) => Progress::Failed(format!("upstream fetch exceeded {timeout:?}")),
             };
@@ -140,6 +148,9 @@ impl FlightReader {
                 Progress::Running { total, media_type, .. } => return Ok((*total, media_type.clone())),
                 Progress::Done(entry) => return Ok((Some(entry.size), entry.media_type.clone())),
                 Progress::NotFound => return Err(RepoError::NotFound),
+                Progress::Refused(status, message) => {
+                    return Err(RepoError::Upstream { status: *status, message: message.clone() })
+                }
                 Progress::Failed(why) => return Err(RepoError::Unreachable(why.clone())),
             }
             if self.rx.changed().await.is_err() {
@@ -165,7 +176,7 @@ impl FlightReader {
                     Progress::Running { written, total, .. } => (total.map_or(*written, |t| (*written).min(t.saturating_sub(1))), None),
                     Progress::Done(entry) => (entry.size, Some(entry.clone())),
                     Progress::NotFound => Err(std::io::Error::other("upstream has no such blob"))?,
-                    Progress::Failed(why) => Err(std::io::Error::other(why.clone()))?,
+                    Progress::Refused(_, why) | Progress::Failed(why) => Err(std::io::Error::other(why.clone()))?,
                 };
                 let stop = end.map_or(available, |e| e.min(available));
                 if let Some(entry) = done {

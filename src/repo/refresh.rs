@@ -98,6 +98,11 @@ impl Refresh {
         let etag = header("etag");
         let claimed = request.digest_header.and_then(header);
         let body = read_limited(response, limit).await?;
+        if let Some(validate) = request.validate {
+            validate(&body, media_type.as_deref()).map_err(|why| {
+                RepoError::Corrupt(format!("upstream sent an invalid document for {}: {why}", request.path))
+            })?;
+        }
         let digest = match &request.expected {
             Some(expected) => expected.clone(),
             None => Digest::sha256_of(&body),

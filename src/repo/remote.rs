@@ -47,6 +47,9 @@ impl CacheStatus {
     }
 }
 
+/// Checks a fetched document's body against its Content-Type; `Err` says why it is invalid.
+pub type Validator = fn(&[u8], Option<&str>) -> Result<(), String>;
+
 /// How to ask the upstream for one catalog path; built by the format for each remote.
 #[derive(Debug, Clone)]
 pub struct UpstreamRequest {
@@ -63,6 +66,8 @@ pub struct UpstreamRequest {
     pub document_limit: Option<u64>,
     /// Response header that carries the content digest, compared on revalidation (else ETag).
     pub digest_header: Option<&'static str>,
+    /// The format's check of a fetched document (body, Content-Type); failures are not cached.
+    pub validate: Option<Validator>,
 }
 
 pub struct Remote {

@@ -22,6 +22,7 @@ mod upstream;
 
 mod addressing;
 mod api;
+mod cache;
 mod completeness;
 mod harness;
 mod hosted;

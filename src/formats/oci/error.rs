@@ -120,8 +120,11 @@ impl From<RepoError> for OciError {
             }
             RepoError::Corrupt(why) => {
                 tracing::warn!("upstream content rejected: {why}");
-                OciError::new(ErrorCode::Unavailable, "the upstream registry sent content that failed verification")
-                    .with_status(502)
+                OciError::new(
+                    ErrorCode::Unavailable,
+                    format!("the upstream registry sent content that failed verification: {why}"),
+                )
+                .with_status(502)
             }
             RepoError::Blob(BlobError::DigestMismatch { expected, actual }) => {
                 OciError::new(ErrorCode::DigestInvalid, format!("content hashes to {actual}, not {expected}"))
@@ -138,6 +141,10 @@ impl From<RepoError> for OciError {
                 ErrorCode::RangeInvalid,
                 format!("chunk starts at {requested} but the upload has {current} bytes"),
             ),
+            RepoError::Blob(BlobError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+                tracing::info!("request body ended early: {e}");
+                OciError::new(ErrorCode::BlobUploadInvalid, "the request body ended before it was complete")
+            }
             internal @ (RepoError::Blob(BlobError::Io(_)) | RepoError::Meta(_)) => {
                 tracing::error!("internal error: {internal}");
                 OciError::new(ErrorCode::Unknown, "internal server error")

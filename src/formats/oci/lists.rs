@@ -10,7 +10,7 @@ use super::route::Reference;
 use super::upstream_request;
 use crate::formats::Ctx;
 use crate::model::Digest;
-use crate::repo::{Freshness, Lookup, Remote, Repo, RepoError, UpstreamRequest};
+use crate::repo::{CacheStatus, Freshness, Lookup, Remote, Repo, RepoError, UpstreamRequest};
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
@@ -55,18 +55,24 @@ fn link(path: &str, page: &Page, items: &[String]) -> Option<(&'static str, Stri
     Some(("Link", format!("<{path}?{query}>; rel=\"next\"")))
 }
 
-async fn member_tags(member: &Repo, name: &str) -> Result<Option<BTreeSet<String>>, RepoError> {
+/// A member's tags, and for a remote member what its cache did to answer.
+async fn member_tags(member: &Repo, name: &str) -> Result<Option<(BTreeSet<String>, Option<CacheStatus>)>, RepoError> {
     if member.remote().is_some() {
         let fetched = remote_tags(member, name).await;
-        if let Ok(Some(tags)) = fetched {
-            return Ok(Some(tags));
+        if let Ok(Some((tags, status))) = fetched {
+            return Ok(Some((tags, Some(status))));
         }
         // Unknown or unreachable upstream: the tags already cached are still the answer.
         let cached = cached_tags(member, name).await?;
-        return if cached.is_empty() { fetched } else { Ok(Some(cached)) };
+        let stale = CacheStatus::Stale("upstream tags list unavailable".into());
+        return match fetched {
+            _ if !cached.is_empty() => Ok(Some((cached, Some(stale)))),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e),
+        };
     }
     let tags = cached_tags(member, name).await?;
-    Ok((!tags.is_empty()).then_some(tags))
+    Ok((!tags.is_empty()).then_some((tags, None)))
 }
 
 async fn cached_tags(member: &Repo, name: &str) -> Result<BTreeSet<String>, RepoError> {
@@ -74,7 +80,7 @@ async fn cached_tags(member: &Repo, name: &str) -> Result<BTreeSet<String>, Repo
     Ok(entries.iter().filter_map(|e| paths::tag_of(&e.path)).map(str::to_string).collect())
 }
 
-async fn remote_tags(member: &Repo, name: &str) -> Result<Option<BTreeSet<String>>, RepoError> {
+async fn remote_tags(member: &Repo, name: &str) -> Result<Option<(BTreeSet<String>, CacheStatus)>, RepoError> {
     let request = |remote: &Remote| UpstreamRequest {
         accept: vec!["application/json".into()],
         document_limit: Some(DOCUMENT_LIMIT),
@@ -90,17 +96,20 @@ async fn remote_tags(member: &Repo, name: &str) -> Result<Option<BTreeSet<String
     }
     let list: TagList =
         serde_json::from_slice(&bytes).map_err(|e| RepoError::Corrupt(format!("upstream tags list: {e}")))?;
-    Ok(Some(list.tags.unwrap_or_default().into_iter().collect()))
+    let status = found.cache_status().cloned().unwrap_or(CacheStatus::Hit);
+    Ok(Some((list.tags.unwrap_or_default().into_iter().collect(), status)))
 }
 
 pub async fn tags(repo: &Repo, ctx: &Ctx, name: &str, page: &Page) -> Result<Response, OciError> {
     let mut all = BTreeSet::new();
     let mut known = false;
+    let mut statuses = Vec::new();
     for member in repo.readable() {
         match member_tags(member, name).await {
-            Ok(Some(tags)) => {
+            Ok(Some((tags, status))) => {
                 known = true;
                 all.extend(tags);
+                statuses.extend(status.map(|s| s.header_value()));
             }
             Ok(None) => {}
             Err(e) if repo.is_virtual() => tracing::warn!(repo = %member.name, "tags of {name} unavailable: {e}"),
@@ -111,11 +120,16 @@ pub async fn tags(repo: &Repo, ctx: &Ctx, name: &str, page: &Page) -> Result<Res
         return Err(OciError::new(ErrorCode::NameUnknown, format!("repository name {name} is not known")));
     }
     let (items, more) = paginate(all, page);
-    let extra = if more {
-        link(&format!("/v2/{}{name}/tags/list", ctx.prefix), page, &items).into_iter().collect()
-    } else {
-        vec![]
-    };
+    let mut extra: Vec<(&'static str, String)> = Vec::new();
+    if more {
+        extra.extend(link(&format!("/v2/{}{name}/tags/list", ctx.prefix), page, &items));
+    }
+    if statuses.is_empty() && repo.is_virtual() {
+        statuses.push(CacheStatus::Hit.header_value());
+    }
+    if !statuses.is_empty() {
+        extra.push(("Cache-Status", statuses.join(", ")));
+    }
     json_response(serde_json::json!({ "name": name, "tags": items }), extra)
 }
 

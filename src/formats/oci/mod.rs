@@ -176,6 +176,7 @@ pub fn upstream_request(remote: &Remote, name: &str, endpoint: &str, freshness: 
         auth_scope: Some(format!("repository:{upstream}:pull")),
         document_limit: None,
         digest_header: None,
+        validate: None,
     }
 }
 

@@ -27,6 +27,7 @@ pub fn manifest_request(remote: &Remote, name: &str, reference: &Reference) -> U
         package: Some(name.to_string()),
         document_limit: Some(MAX_MANIFEST),
         digest_header: Some(DIGEST_HEADER),
+        validate: Some(|body, content_type| manifest::parse(body, content_type).map(drop).map_err(|e| e.message)),
         ..upstream_request(remote, name, &format!("manifests/{reference}"), freshness)
     }
 }
@@ -132,7 +133,9 @@ pub async fn get_blob(
     let found =
         repo.get(&lookup).await.map_err(|e| OciError::from_repo(e, ErrorCode::BlobUnknown))?.ok_or_else(unknown)?;
     let size = found.entry.size;
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+    // RFC 9110: a Range header we cannot parse (or multiple ranges) is ignored; a valid one
+    // outside the blob is 416.
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()).filter(|r| is_single_byte_range(r)) {
         Some(raw) => Some(parse_range(raw, size).ok_or_else(|| {
             OciError::new(ErrorCode::RangeInvalid, format!("range {raw} is not satisfiable for {size} bytes"))
                 .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
@@ -159,6 +162,12 @@ pub async fn get_blob(
     }
     let stream = repo.member(&found.repo).open(found, range).await?;
     response.body(Body::from_stream(stream)).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()))
+}
+
+fn is_single_byte_range(raw: &str) -> bool {
+    let Some((a, b)) = raw.trim().strip_prefix("bytes=").and_then(|spec| spec.split_once('-')) else { return false };
+    let number = |s: &str| s.trim().is_empty() || s.trim().bytes().all(|c| c.is_ascii_digit());
+    !(a.trim().is_empty() && b.trim().is_empty()) && number(a) && number(b)
 }
 
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive `(start, end)` within `size`.
@@ -197,5 +206,8 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 10), None);
         assert_eq!(parse_range("bytes=0-1,3-4", 10), None);
         assert_eq!(parse_range("bytes=0-0", 0), None);
+        assert!(super::is_single_byte_range("bytes=0-4"));
+        assert!(!super::is_single_byte_range("bytes=abc"));
+        assert!(!super::is_single_byte_range("bytes=0-1,3-4"));
     }
 }

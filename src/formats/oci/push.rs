@@ -21,8 +21,14 @@ use futures::TryStreamExt;
 
 const UPLOAD_UUID: &str = "Docker-Upload-UUID";
 
+/// The request body; a client that sends less than it announced surfaces as `ConnectionAborted`,
+/// which the error mapping reports as the client's fault, not the disk's.
 fn body_stream(req: Request<Body>) -> ByteStream {
-    Box::pin(req.into_body().into_data_stream().map_err(std::io::Error::other))
+    Box::pin(
+        req.into_body()
+            .into_data_stream()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string())),
+    )
 }
 
 fn respond(builder: axum::http::response::Builder) -> Result<Response, OciError> {
@@ -363,12 +369,18 @@ pub async fn delete_manifest(repo: &Repo, name: &str, reference: &Reference) -> 
     respond(Response::builder().status(StatusCode::ACCEPTED))
 }
 
+/// Blob links are shared by every image name in a repository, so deleting one under a name
+/// would break the others' manifests: refused (the spec allows 405), unknown blobs stay 404.
 pub async fn delete_blob(repo: &Repo, digest: &Digest) -> Result<Response, OciError> {
     let target = repo.write_target()?;
-    if !target.delete_entry(&paths::blob(digest)).await? {
+    if target.get_local(&paths::blob(digest)).await?.is_none() {
         return Err(OciError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown to this repository")));
     }
-    respond(Response::builder().status(StatusCode::ACCEPTED))
+    Err(OciError::new(
+        ErrorCode::Unsupported,
+        "blobs are shared by the repository's images and removed by garbage collection once no manifest \
+         references them; delete manifests or tags instead",
+    ))
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ impl FsBlobStore {
     pub async fn open(root: &Path) -> Result<FsBlobStore, BlobError> {
         fs::create_dir_all(root.join("blobs/sha256")).await?;
         fs::create_dir_all(root.join("uploads")).await?;
+        remove_abandoned_fetches(&root.join("uploads")).await?;
         Ok(FsBlobStore { root: root.to_path_buf() })
     }
 
@@ -231,6 +232,18 @@ impl BlobStore for FsBlobStore {
             _ => Ok(()),
         }
     }
+}
+
+/// Upstream fetches run inside one process: temp files of fetches a crash interrupted can never
+/// complete, so they go at start. (Client uploads stay: a client may resume them.)
+async fn remove_abandoned_fetches(uploads: &Path) -> Result<(), BlobError> {
+    let mut entries = fs::read_dir(uploads).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        if entry.file_name().to_string_lossy().starts_with("fetch-") {
+            fs::remove_file(entry.path()).await?;
+        }
+    }
+    Ok(())
 }
 
 fn not_found_as_upload(e: std::io::Error) -> BlobError {
