@@ -16,6 +16,7 @@ use formats::oci::Addressing;
 use repo::{Remote, Repo, RepoKind, Repos, Stores};
 use std::sync::Arc;
 use storage::blob::fs::FsBlobStore;
+use storage::meta::cached::CachedMetaStore;
 use storage::meta::sqlite::SqliteMetaStore;
 
 /// A built server: stores opened, repositories wired, listeners planned.
@@ -33,7 +34,8 @@ impl App {
             .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
         let blobs = FsBlobStore::open(data).await?;
         let meta = SqliteMetaStore::open(&data.join("metadata.db")).await?;
-        let stores = Arc::new(Stores { blobs: Arc::new(blobs), meta: Arc::new(meta) });
+        let meta = CachedMetaStore::new(Arc::new(meta));
+        let stores = Arc::new(Stores::new(Arc::new(blobs), Arc::new(meta)));
         let repos = build_repos(&specs, &stores)?;
         Ok(App { config, repos: Arc::new(repos), specs })
     }

@@ -115,7 +115,7 @@ async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> R
             writer.abort().await;
             return Err(RepoError::Unreachable(format!("upstream body failed: {e}")));
         }
-        let written = writer.written();
+        let written = writer.readable();
         tx.send_modify(|p| {
             if let Progress::Running { written: w, .. } = p {
                 *w = written;

@@ -4,6 +4,7 @@
 //! (DESIGN.md invariants 6–8).
 
 pub mod budget;
+mod documents;
 pub mod flights;
 mod refresh;
 pub mod remote;
@@ -39,6 +40,13 @@ pub enum RepoError {
 pub struct Stores {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn MetaStore>,
+    documents: documents::DocumentCache,
+}
+
+impl Stores {
+    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Stores {
+        Stores { blobs, meta, documents: Default::default() }
+    }
 }
 
 pub enum RepoKind {
@@ -199,12 +207,17 @@ impl Repo {
         if entry.size > limit {
             return Err(RepoError::Corrupt(format!("document of {} bytes exceeds {limit}", entry.size)));
         }
+        if let Some(bytes) = self.stores.documents.get(&entry.blob) {
+            return Ok(bytes);
+        }
         let mut stream = self.open_entry(entry, None).await?;
         let mut buf = Vec::with_capacity(entry.size as usize);
         while let Some(chunk) = stream.next().await {
             buf.extend_from_slice(&chunk.map_err(BlobError::Io)?);
         }
-        Ok(buf.into())
+        let bytes = bytes::Bytes::from(buf);
+        self.stores.documents.put(&entry.blob, bytes.clone());
+        Ok(bytes)
     }
 
     /// Stream bytes into the single-instance store (verified against `expected`).

@@ -32,7 +32,10 @@ pub enum BlobError {
 #[async_trait]
 pub trait BlobWriter: Send {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError>;
+    /// Bytes accepted so far.
     fn written(&self) -> u64;
+    /// Bytes already in the temporary object, readable through `open_upload`.
+    fn readable(&self) -> u64;
     /// Verify against `expected` (any supported algorithm) and publish under the SHA-256.
     async fn commit(self: Box<Self>, expected: Option<&Digest>) -> Result<BlobInfo, BlobError>;
     async fn abort(self: Box<Self>);

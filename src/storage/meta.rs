@@ -1,6 +1,7 @@
 //! The metadata store: the catalog of entries (every format's artifacts, tags and links) and
 //! resumable upload sessions. Narrow on purpose: formats build their indexes from these queries.
 
+pub mod cached;
 pub mod sqlite;
 
 use crate::model::Entry;

@@ -14,7 +14,7 @@ use tokio::fs::{self, File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 
 pub struct FsBlobStore {
     root: PathBuf,
@@ -56,31 +56,51 @@ impl FsBlobStore {
     }
 }
 
+/// Bytes are gathered into large writes: each file write is a hand-off to a blocking thread.
+const WRITE_BATCH: usize = 512 * 1024;
+
 struct FsWriter {
     file: File,
     path: PathBuf,
-    written: u64,
+    batch: Vec<u8>,
+    in_file: u64,
     hasher: DualHasher,
     store_root: PathBuf,
+}
+
+impl FsWriter {
+    async fn write_batch(&mut self) -> Result<(), BlobError> {
+        self.file.write_all(&self.batch).await?;
+        self.in_file += self.batch.len() as u64;
+        self.batch.clear();
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl BlobWriter for FsWriter {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
         self.hasher.update(chunk);
-        self.file.write_all(chunk).await?;
-        self.written += chunk.len() as u64;
+        self.batch.extend_from_slice(chunk);
+        if self.batch.len() >= WRITE_BATCH {
+            self.write_batch().await?;
+        }
         Ok(())
     }
 
     fn written(&self) -> u64 {
-        self.written
+        self.in_file + self.batch.len() as u64
+    }
+
+    fn readable(&self) -> u64 {
+        self.in_file
     }
 
     async fn commit(mut self: Box<Self>, expected: Option<&Digest>) -> Result<BlobInfo, BlobError> {
+        self.write_batch().await?;
         self.file.flush().await?;
         self.file.sync_all().await?;
-        let FsWriter { path, written, hasher, store_root, .. } = *self;
+        let FsWriter { path, in_file: written, hasher, store_root, .. } = *self;
         let sha256 = match hasher.verify(expected) {
             Ok(d) => d,
             Err(e) => {
@@ -106,7 +126,8 @@ impl BlobStore for FsBlobStore {
         Ok(Box::new(FsWriter {
             file,
             path,
-            written: 0,
+            batch: Vec::with_capacity(WRITE_BATCH),
+            in_file: 0,
             hasher: DualHasher::new(Some(algorithm)),
             store_root: self.root.clone(),
         }))
@@ -147,12 +168,13 @@ impl BlobStore for FsBlobStore {
         length: Option<u64>,
     ) -> Result<u64, BlobError> {
         let path = self.upload_path(upload_id)?;
-        let mut file =
+        let file =
             OpenOptions::new().create(offset == 0).append(true).open(&path).await.map_err(not_found_as_upload)?;
         let current = file.metadata().await?.len();
         if current != offset {
             return Err(BlobError::OffsetMismatch { current, requested: offset });
         }
+        let mut file = tokio::io::BufWriter::with_capacity(WRITE_BATCH, file);
         let mut size = current;
         let mut outcome = Ok(());
         while let Some(chunk) = body.next().await {
@@ -175,12 +197,12 @@ impl BlobStore for FsBlobStore {
         if outcome.is_ok() && length.is_some_and(|l| size - current != l) {
             outcome = Err(BlobError::OffsetMismatch { current, requested: offset });
         }
+        file.flush().await?;
         if let Err(e) = outcome {
             // A chunk is all or nothing: roll the upload back to where it was.
-            file.set_len(current).await?;
+            file.get_ref().set_len(current).await?;
             return Err(e);
         }
-        file.flush().await?;
         Ok(size)
     }
 
