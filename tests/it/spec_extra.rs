@@ -1015,11 +1015,17 @@ async fn delete_tag_blob_and_unknown_manifest() -> Result<()> {
     oci.request(Method::DELETE, &format!("/v2/team-b/del/blobs/{config}")).await?.assert_error(404, &["BLOB_UNKNOWN"]);
     assert_eq!(oci.get_blob(name, &config).await?.status, 200);
 
-    // A blob link is shared by every image of the repository: deleting it is refused, so
-    // other images using the layer keep working; garbage collection reclaims unreferenced blobs.
+    // A blob link is shared by every image of the repository: while a manifest uses the layer,
+    // deleting it is refused, so images keep working.
     let r = oci.request(Method::DELETE, &format!("/v2/{name}/blobs/{layer}")).await?;
     r.assert_error(405, &["UNSUPPORTED"]);
     assert_eq!(oci.get_blob(name, &layer).await?.status, 200);
+    assert_eq!(oci.delete_manifest(name, &image.digest()).await?.status, 202);
+    let r = oci.request(Method::DELETE, &format!("/v2/{name}/blobs/{layer}")).await?;
+    assert_eq!(r.status, 202, "{}", r.text());
+    oci.get_blob(name, &layer).await?.assert_error(404, &["BLOB_UNKNOWN"]);
+    assert_eq!(oci.head_blob(name, &layer).await?.status, 404);
+    oci.request(Method::DELETE, &format!("/v2/{name}/blobs/{layer}")).await?.assert_error(404, &["BLOB_UNKNOWN"]);
     // team-b keeps its copy: the shared file was not removed.
     let kept = oci.get_blob("team-b/del", &layer).await?;
     assert_eq!(kept.status, 200, "{}", kept.text());

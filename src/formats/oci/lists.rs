@@ -130,7 +130,8 @@ pub async fn tags(repo: &Repo, ctx: &Ctx, name: &str, page: &Page) -> Result<Res
     if !statuses.is_empty() {
         extra.push(("Cache-Status", statuses.join(", ")));
     }
-    json_response(serde_json::json!({ "name": name, "tags": items }), extra)
+    // The name as the client wrote it, repository key included under path addressing.
+    json_response(serde_json::json!({ "name": format!("{}{name}", ctx.prefix), "tags": items }), extra)
 }
 
 pub async fn referrers(

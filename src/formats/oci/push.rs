@@ -369,18 +369,41 @@ pub async fn delete_manifest(repo: &Repo, name: &str, reference: &Reference) -> 
     respond(Response::builder().status(StatusCode::ACCEPTED))
 }
 
-/// Blob links are shared by every image name in a repository, so deleting one under a name
-/// would break the others' manifests: refused (the spec allows 405), unknown blobs stay 404.
+/// Blob links are shared by every image name in a repository, so a blob that any manifest of
+/// the repository still references is not deleted (that would break the image); an unreferenced
+/// link is removed. The bytes themselves are left to garbage collection.
 pub async fn delete_blob(repo: &Repo, digest: &Digest) -> Result<Response, OciError> {
     let target = repo.write_target()?;
     if target.get_local(&paths::blob(digest)).await?.is_none() {
         return Err(OciError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown to this repository")));
     }
-    Err(OciError::new(
-        ErrorCode::Unsupported,
-        "blobs are shared by the repository's images and removed by garbage collection once no manifest \
-         references them; delete manifests or tags instead",
-    ))
+    if let Some(user) = manifest_using(target, digest).await? {
+        return Err(OciError::new(
+            ErrorCode::Unsupported,
+            format!("blob {digest} is used by manifest {user}; delete that manifest first"),
+        ));
+    }
+    target.delete_entry(&paths::blob(digest)).await?;
+    respond(Response::builder().status(StatusCode::ACCEPTED))
+}
+
+/// The first manifest in `target` that references `digest` (a scan: deletes are rare).
+async fn manifest_using(target: &Repo, digest: &Digest) -> Result<Option<String>, OciError> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = target.list("", after.as_deref(), 500).await?;
+        for entry in page.iter().filter(|e| e.path.contains("/_manifests/")) {
+            let bytes = target.read_entry(entry, MAX_MANIFEST).await?;
+            let Ok(parsed) = manifest::parse(&bytes, entry.media_type.as_deref()) else { continue };
+            if parsed.blobs.iter().any(|(d, _)| d == digest) {
+                return Ok(Some(entry.path.replace("/_manifests/", "@")));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 500 => after = Some(last.path.clone()),
+            _ => return Ok(None),
+        }
+    }
 }
 
 #[cfg(test)]
