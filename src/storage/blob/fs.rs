@@ -8,8 +8,10 @@ use super::{BlobError, BlobStore, BlobWriter, ByteStream, DualHasher};
 use crate::model::{Algorithm, BlobInfo, Digest};
 use async_trait::async_trait;
 use futures::StreamExt;
+use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use tokio::fs::{self, File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
@@ -18,6 +20,21 @@ const READ_CHUNK: usize = 256 * 1024;
 
 pub struct FsBlobStore {
     root: PathBuf,
+    /// SHA-256 state of resumable uploads, so the final PUT need not read the file again.
+    /// Missing (another process appended, or after a restart) means: hash the file at commit.
+    upload_hashes: Mutex<HashMap<String, HashSlot>>,
+}
+
+enum HashSlot {
+    Idle(RunningHash),
+    Busy,
+    Poisoned,
+}
+
+/// The hash of an upload's first `hashed` bytes.
+struct RunningHash {
+    hashed: u64,
+    hasher: DualHasher,
 }
 
 impl FsBlobStore {
@@ -25,7 +42,56 @@ impl FsBlobStore {
         fs::create_dir_all(root.join("blobs/sha256")).await?;
         fs::create_dir_all(root.join("uploads")).await?;
         remove_abandoned_fetches(&root.join("uploads")).await?;
-        Ok(FsBlobStore { root: root.to_path_buf() })
+        Ok(FsBlobStore { root: root.to_path_buf(), upload_hashes: Mutex::default() })
+    }
+
+    fn hashes(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSlot>> {
+        self.upload_hashes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The running hash of an upload at `offset`, for an append to continue. Two appends at
+    /// once poison the slot: the file's bytes then decide at commit.
+    fn start_append(&self, upload_id: &str, offset: u64) -> Option<RunningHash> {
+        let mut hashes = self.hashes();
+        let slot = hashes.remove(upload_id);
+        let (next, running) = match slot {
+            Some(HashSlot::Idle(r)) if r.hashed == offset => (HashSlot::Busy, Some(r)),
+            None if offset == 0 => (HashSlot::Busy, Some(RunningHash { hashed: 0, hasher: DualHasher::new(None) })),
+            None => return None,
+            _ => (HashSlot::Poisoned, None),
+        };
+        hashes.insert(upload_id.to_string(), next);
+        running
+    }
+
+    fn end_append(&self, upload_id: &str, running: Option<RunningHash>) {
+        let mut hashes = self.hashes();
+        if let Some(HashSlot::Busy) = hashes.get(upload_id) {
+            match running {
+                Some(r) => hashes.insert(upload_id.to_string(), HashSlot::Idle(r)),
+                None => hashes.remove(upload_id),
+            };
+        }
+    }
+
+    /// The hash of a whole upload of `size` bytes, if every byte went through one append at a time.
+    fn finish_hash(&self, upload_id: &str, size: u64) -> Option<DualHasher> {
+        match self.hashes().remove(upload_id) {
+            Some(HashSlot::Idle(r)) if r.hashed == size => Some(r.hasher),
+            _ => None,
+        }
+    }
+
+    async fn hash_file(file: &mut File, expected: Option<&Digest>) -> Result<DualHasher, BlobError> {
+        let mut hasher = DualHasher::new(expected.map(Digest::algorithm));
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(hasher);
+            }
+            hasher.update(&buf[..n]);
+        }
     }
 
     fn blob_path(&self, sha256: &Digest) -> PathBuf {
@@ -108,7 +174,7 @@ impl BlobWriter for FsWriter {
                 return Err(e);
             }
         };
-        let store = FsBlobStore { root: store_root };
+        let store = FsBlobStore { root: store_root, upload_hashes: Mutex::default() };
         store.publish(&path, &sha256).await?;
         Ok(BlobInfo { sha256, size: written })
     }
@@ -175,11 +241,17 @@ impl BlobStore for FsBlobStore {
             return Err(BlobError::OffsetMismatch { current, requested: offset });
         }
         let mut file = tokio::io::BufWriter::with_capacity(WRITE_BATCH, file);
+        let mut running = self.start_append(upload_id, current);
         let mut size = current;
         let mut outcome = Ok(());
         while let Some(chunk) = body.next().await {
             let written = match chunk {
-                Ok(chunk) => file.write_all(&chunk).await.map(|()| chunk.len() as u64),
+                Ok(chunk) => {
+                    if let Some(r) = running.as_mut() {
+                        r.hasher.update(&chunk);
+                    }
+                    file.write_all(&chunk).await.map(|()| chunk.len() as u64)
+                }
                 Err(e) => Err(e),
             };
             match written {
@@ -197,12 +269,17 @@ impl BlobStore for FsBlobStore {
         if outcome.is_ok() && length.is_some_and(|l| size - current != l) {
             outcome = Err(BlobError::OffsetMismatch { current, requested: offset });
         }
-        file.flush().await?;
+        if let Err(e) = file.flush().await {
+            self.end_append(upload_id, None);
+            return Err(e.into());
+        }
         if let Err(e) = outcome {
             // A chunk is all or nothing: roll the upload back to where it was.
+            self.end_append(upload_id, None);
             file.get_ref().set_len(current).await?;
             return Err(e);
         }
+        self.end_append(upload_id, running.map(|r| RunningHash { hashed: size, hasher: r.hasher }));
         Ok(size)
     }
 
@@ -231,17 +308,12 @@ impl BlobStore for FsBlobStore {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut hasher = DualHasher::new(expected.map(Digest::algorithm));
-        let mut buf = vec![0u8; READ_CHUNK];
-        let mut size = 0u64;
-        loop {
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            size += n as u64;
-        }
+        let size = file.metadata().await?.len();
+        let sha256_expected = expected.is_none_or(|d| d.algorithm() == Algorithm::Sha256);
+        let hasher = match self.finish_hash(upload_id, size) {
+            Some(hasher) if sha256_expected => hasher,
+            _ => Self::hash_file(&mut file, expected).await?,
+        };
         file.sync_all().await?;
         let sha256 = hasher.verify(expected)?;
         self.publish(&path, &sha256).await?;
@@ -249,6 +321,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn abort_upload(&self, upload_id: &str) -> Result<(), BlobError> {
+        self.hashes().remove(upload_id);
         match fs::remove_file(self.upload_path(upload_id)?).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
@@ -339,6 +412,33 @@ mod tests {
         let info = store.commit_upload("u1", Some(&Digest::sha256_of(b"abcdef"))).await.unwrap();
         assert_eq!(info.size, 6);
         assert!(store.upload_path("../x").is_err());
+    }
+
+    #[tokio::test]
+    async fn commit_uses_the_running_hash_or_rehashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let chunk = |b: &'static [u8]| -> ByteStream {
+            Box::pin(futures::stream::once(async move { Ok(Bytes::from_static(b)) }))
+        };
+        for id in ["fast", "wrong", "restart", "sha512"] {
+            store.append_upload(id, 0, chunk(b"abc"), None).await.unwrap();
+            store.append_upload(id, 3, chunk(b"def"), None).await.unwrap();
+        }
+        let want = Digest::sha256_of(b"abcdef");
+        assert!(matches!(store.hashes().get("fast"), Some(HashSlot::Idle(r)) if r.hashed == 6));
+        assert_eq!(store.commit_upload("fast", Some(&want)).await.unwrap().sha256, want);
+        let wrong = store.commit_upload("wrong", Some(&Digest::sha256_of(b"abcdeX"))).await;
+        assert!(matches!(wrong, Err(BlobError::DigestMismatch { .. })));
+        let restarted = FsBlobStore::open(dir.path()).await.unwrap();
+        assert_eq!(restarted.commit_upload("restart", None).await.unwrap().sha256, want);
+        let sha512: Digest = format!("sha512:{}", hex_sha512(b"abcdef")).parse().unwrap();
+        assert_eq!(store.commit_upload("sha512", Some(&sha512)).await.unwrap().sha256, want);
+    }
+
+    fn hex_sha512(bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        sha2::Sha512::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
     }
 
     #[tokio::test]
