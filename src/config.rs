@@ -134,6 +134,14 @@ pub struct RepoConfig {
     pub upstream_timeout: Option<Duration>,
     #[serde(default)]
     pub offline: bool,
+    /// Package-path patterns (`corp.example.com/*`) that are never requested from the upstream,
+    /// so private names do not leak; `*` matches any run of characters.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    // hosted
+    /// Accept a new upload over an existing artifact version with different bytes (else 409).
+    #[serde(default)]
+    pub allow_overwrite: bool,
     // virtual
     #[serde(default)]
     pub members: Vec<String>,
@@ -151,6 +159,31 @@ pub struct RemoteSpec {
     /// Bound on each metadata request (revalidation, manifests, lists); past it the cache is served.
     pub upstream_timeout: Duration,
     pub offline: bool,
+    /// Package-path patterns never sent to the upstream (see [`RemoteSpec::excludes`]).
+    pub exclude: Vec<String>,
+}
+
+impl RemoteSpec {
+    /// Whether `package` matches one of the `exclude` patterns (`*` = any run of characters).
+    pub fn excludes(&self, package: &str) -> bool {
+        self.exclude.iter().any(|pattern| glob_match(pattern, package))
+    }
+}
+
+/// `*` matches any run of characters (including `/`); everything else matches itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +201,7 @@ pub struct RepoSpec {
     pub kind: KindSpec,
     pub port: Option<u16>,
     pub hosts: Vec<String>,
+    pub allow_overwrite: bool,
 }
 
 impl Config {
@@ -216,7 +250,8 @@ impl Config {
                 }
             }
             let kind = repo.kind_spec().map_err(|p| fail(&p))?;
-            specs.push(RepoSpec { name, format: repo.format, kind, port: repo.port, hosts: repo.hosts.clone() });
+            let (port, hosts, allow_overwrite) = (repo.port, repo.hosts.clone(), repo.allow_overwrite);
+            specs.push(RepoSpec { name, format: repo.format, kind, port, hosts, allow_overwrite });
         }
         check_virtuals(&specs)?;
         Ok(specs)
@@ -232,13 +267,15 @@ impl RepoConfig {
             || self.negative_ttl.is_some()
             || self.fetch_timeout.is_some()
             || self.upstream_timeout.is_some()
-            || self.offline;
+            || self.offline
+            || !self.exclude.is_empty();
         let virtual_keys = !self.members.is_empty() || self.deploy_to.is_some();
         match self.kind {
             KindName::Hosted if remote_keys || virtual_keys => {
                 Err("a hosted repository takes no upstream, credentials, ttls, members or deploy_to".into())
             }
             KindName::Hosted => Ok(KindSpec::Hosted),
+            _ if self.allow_overwrite => Err("allow_overwrite applies to hosted repositories only".into()),
             KindName::Remote if virtual_keys => Err("a remote repository takes no members or deploy_to".into()),
             KindName::Remote => {
                 let upstream = self.upstream.clone().ok_or("a remote repository needs `upstream`")?;
@@ -254,6 +291,7 @@ impl RepoConfig {
                     fetch_timeout: self.fetch_timeout.unwrap_or(Duration::from_secs(3600)),
                     upstream_timeout: self.upstream_timeout.unwrap_or(Duration::from_secs(20)),
                     offline: self.offline,
+                    exclude: self.exclude.clone(),
                 }))
             }
             KindName::Virtual if remote_keys => {
@@ -410,5 +448,25 @@ mod tests {
             let err = load_str(text, &[]).unwrap_err().to_string();
             assert!(err.contains(want), "{err} should contain {want}");
         }
+    }
+
+    #[test]
+    fn exclude_patterns_match_with_stars() {
+        for (pattern, text, want) in [
+            ("corp.example.com/*", "corp.example.com/lib", true),
+            ("corp.example.com/*", "corp.example.com", false),
+            ("corp.example.com/*", "corp.example.community/x", false),
+            ("*.internal/*", "git.internal/a/b", true),
+            ("exact/path", "exact/path", true),
+            ("exact/path", "exact/path/v2", false),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "acb", false),
+        ] {
+            assert_eq!(glob_match(pattern, text), want, "{pattern} vs {text}");
+        }
+        let err = load_str("[[repository]]\nname=\"h\"\nformat=\"go\"\nkind=\"hosted\"\nexclude=[\"x/*\"]\n", &[]);
+        assert!(err.unwrap_err().to_string().contains("takes no upstream"));
+        let err = load_str("[[repository]]\nname=\"r\"\nformat=\"helm\"\nkind=\"remote\"\nupstream=\"http://x\"\nallow_overwrite=true\n", &[]);
+        assert!(err.unwrap_err().to_string().contains("hosted repositories only"));
     }
 }

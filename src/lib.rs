@@ -100,7 +100,9 @@ fn build_repos(specs: &[RepoSpec], stores: &Arc<Stores>) -> anyhow::Result<Repos
             KindSpec::Remote(remote) => RepoKind::Remote(Box::new(Remote::new(remote.clone())?)),
             _ => RepoKind::Hosted,
         };
-        built.push((Arc::new(Repo::new(spec.name.clone(), spec.format, kind, stores.clone())), spec.hosts.clone()));
+        let mut repo = Repo::new(spec.name.clone(), spec.format, kind, stores.clone());
+        repo.allow_overwrite = spec.allow_overwrite;
+        built.push((Arc::new(repo), spec.hosts.clone()));
     }
     for spec in specs {
         let KindSpec::Virtual { members, deploy_to } = &spec.kind else { continue };

@@ -2,14 +2,16 @@
 //! runs every request through parse → authorize → serve, so no handler can forget access
 //! control (DESIGN.md invariant 3).
 
+pub mod go;
+pub mod helm;
 pub mod oci;
 
 use crate::auth::{authorize, Denied, Principal};
-use crate::model::Action;
+use crate::model::{Action, FormatKind};
 use crate::repo::{Repo, RepoError, Repos};
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{Method, Request};
+use axum::http::{Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
@@ -63,4 +65,44 @@ pub async fn mount<F: Format>(format: &F, repo: &Arc<Repo>, ctx: &Ctx, path: &st
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
+}
+
+/// Requests outside `/v2`: `/<repo>/…` for path-based formats (Helm, Go), `/api/<repo>/…` for
+/// the ChartMuseum API and `/api/go/<repo>/…` for Go uploads. The format sees the path after
+/// the repository key, with `api/` in front for API requests (`index.yaml`, `api/charts/x`).
+pub async fn dispatch_repo_path(repos: Arc<Repos>, public_url: Option<url::Url>, req: Request<Body>) -> Response {
+    let path = req.uri().path().to_string();
+    let Some((format, key, inner)) = split_repo_path(&repos, &path) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let Some(repo) = repos.get(key).cloned().filter(|r| r.format == format) else {
+        let message = format!("no {} repository {key:?}\n", format.as_str());
+        return (StatusCode::NOT_FOUND, message).into_response();
+    };
+    let ctx = Ctx { principal: Principal::Anonymous, prefix: format!("{key}/"), public_url, repos };
+    match format {
+        FormatKind::Helm => helm::serve(&repo, &ctx, &inner, req).await,
+        FormatKind::Go => go::serve(&repo, &ctx, &inner, req).await,
+        FormatKind::Docker => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+/// (format, repository key, path after the key with `api/` in front for API requests) of a
+/// request path outside `/v2`.
+fn split_repo_path<'p>(repos: &Repos, path: &'p str) -> Option<(FormatKind, &'p str, String)> {
+    let split = |s: &'p str| s.split_once('/').unwrap_or((s, ""));
+    let path = path.trim_start_matches('/');
+    if let Some(api) = path.strip_prefix("api/") {
+        if let Some(go) = api.strip_prefix("go/") {
+            let (key, inner) = split(go);
+            if repos.get(key).is_some_and(|r| r.format == FormatKind::Go) {
+                return Some((FormatKind::Go, key, format!("api/{inner}")));
+            }
+        }
+        let (key, inner) = split(api);
+        return Some((FormatKind::Helm, key, format!("api/{inner}")));
+    }
+    let (key, inner) = split(path);
+    let format = repos.get(key)?.format;
+    Some((format, key, inner.to_string()))
 }

@@ -7,7 +7,7 @@ use crate::formats::oci::{self, Addressing, API_VERSION_HEADER};
 use crate::repo::{RepoKind, Repos};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,7 +32,7 @@ pub fn router(repos: Arc<Repos>, public_url: Option<url::Url>, addressing: Addre
         .route("/v2", axum::routing::any(serve_oci))
         .route("/v2/", axum::routing::any(serve_oci))
         .route("/v2/{*rest}", axum::routing::any(serve_oci))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .fallback(serve_repo_path)
         .with_state(shared)
         .layer(middleware::from_fn(log_request))
 }
@@ -41,6 +41,10 @@ async fn serve_oci(State(shared): State<Shared>, req: Request<Body>) -> Response
     let mut response = oci::dispatch(shared.repos, shared.public_url, &shared.addressing, req).await;
     response.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     response
+}
+
+async fn serve_repo_path(State(shared): State<Shared>, req: Request<Body>) -> Response {
+    crate::formats::dispatch_repo_path(shared.repos, shared.public_url, req).await
 }
 
 /// Configured repositories, with each remote's upstream and its rate-limit budget.

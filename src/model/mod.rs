@@ -16,12 +16,18 @@ pub enum FormatKind {
     /// OCI distribution-spec / Docker Registry HTTP API v2.
     #[serde(alias = "oci")]
     Docker,
+    /// Helm chart repository (index.yaml + chart archives, ChartMuseum upload API).
+    Helm,
+    /// Go module proxy (GOPROXY protocol).
+    Go,
 }
 
 impl FormatKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FormatKind::Docker => "docker",
+            FormatKind::Helm => "helm",
+            FormatKind::Go => "go",
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct Repo {
     pub name: RepoName,
     pub format: FormatKind,
     pub kind: RepoKind,
+    /// Hosted: a new upload may replace an existing version with different bytes.
+    pub allow_overwrite: bool,
     stores: Arc<Stores>,
 }
 
@@ -94,7 +96,7 @@ pub struct Lookup<'a> {
 
 impl Repo {
     pub fn new(name: RepoName, format: FormatKind, kind: RepoKind, stores: Arc<Stores>) -> Repo {
-        Repo { name, format, kind, stores }
+        Repo { name, format, kind, allow_overwrite: false, stores }
     }
 
     pub fn stores(&self) -> &Stores {

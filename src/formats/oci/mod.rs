@@ -16,7 +16,7 @@ pub mod route;
 
 use super::{mount, Ctx, Format};
 use crate::auth::Principal;
-use crate::model::Action;
+use crate::model::{Action, FormatKind};
 use crate::repo::{Freshness, Remote, Repo, Repos, UpstreamRequest};
 use async_trait::async_trait;
 use axum::body::Body;
@@ -93,7 +93,7 @@ pub async fn dispatch(
         Addressing::Port(name) => repos.get(name).cloned(),
         Addressing::Shared => repos.by_host(host).cloned(),
     };
-    if let Some(repo) = fixed {
+    if let Some(repo) = fixed.filter(|r| r.format == FormatKind::Docker) {
         // `public_url` names the main endpoint, where repositories are addressed by path.
         if ctx.public_url.is_some() {
             ctx.prefix = format!("{}/", repo.name);
@@ -108,7 +108,7 @@ pub async fn dispatch(
         };
         let readable: Vec<Arc<Repo>> = repos
             .all()
-            .filter(|r| !r.is_virtual())
+            .filter(|r| !r.is_virtual() && r.format == FormatKind::Docker)
             .filter(|r| crate::auth::authorize(&ctx.principal, &r.name, Action::Read).is_ok())
             .cloned()
             .collect();
@@ -124,7 +124,7 @@ pub async fn dispatch(
             return mount(&Oci, &repo, &ctx, &rest, req).await;
         }
     }
-    let Some(repo) = repos.get(key).cloned() else {
+    let Some(repo) = repos.get(key).cloned().filter(|r| r.format == FormatKind::Docker) else {
         let message = format!("no repository {key:?}; address images as <host>/<repository>/<image>");
         return OciError::new(ErrorCode::NameUnknown, message).into_response();
     };
@@ -142,6 +142,7 @@ fn remote_for_host(repos: &Repos, host: &str) -> Option<Arc<Repo>> {
     let aliases: &[&str] = if is_docker_hub(&wanted) { &DOCKER_HUB_HOSTS } else { &[] };
     repos
         .all()
+        .filter(|repo| repo.format == FormatKind::Docker)
         .find(|repo| {
             repo.remote().is_some_and(|remote| {
                 let upstream = remote.upstream_host();
