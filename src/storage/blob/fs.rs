@@ -26,7 +26,7 @@ pub struct FsBlobStore {
 }
 
 enum HashSlot {
-    Idle(RunningHash),
+    Idle(Box<RunningHash>),
     Busy,
     Poisoned,
 }
@@ -55,7 +55,7 @@ impl FsBlobStore {
         let mut hashes = self.hashes();
         let slot = hashes.remove(upload_id);
         let (next, running) = match slot {
-            Some(HashSlot::Idle(r)) if r.hashed == offset => (HashSlot::Busy, Some(r)),
+            Some(HashSlot::Idle(r)) if r.hashed == offset => (HashSlot::Busy, Some(*r)),
             None if offset == 0 => (HashSlot::Busy, Some(RunningHash { hashed: 0, hasher: DualHasher::new(None) })),
             None => return None,
             _ => (HashSlot::Poisoned, None),
@@ -68,7 +68,7 @@ impl FsBlobStore {
         let mut hashes = self.hashes();
         if let Some(HashSlot::Busy) = hashes.get(upload_id) {
             match running {
-                Some(r) => hashes.insert(upload_id.to_string(), HashSlot::Idle(r)),
+                Some(r) => hashes.insert(upload_id.to_string(), HashSlot::Idle(Box::new(r))),
                 None => hashes.remove(upload_id),
             };
         }
