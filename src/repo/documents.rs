@@ -5,7 +5,8 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-const MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Manifests are a few KiB: 16 MiB holds thousands and keeps the server's footprint small.
+const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Default)]
 pub struct DocumentCache {

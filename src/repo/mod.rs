@@ -61,6 +61,9 @@ pub struct Repo {
     pub kind: RepoKind,
     /// Hosted: a new upload may replace an existing version with different bytes.
     pub allow_overwrite: bool,
+    /// Serializes check-then-write sequences (a manifest push checking its blobs against a
+    /// blob delete checking its users) within this process.
+    writes: tokio::sync::Mutex<()>,
     stores: Arc<Stores>,
 }
 
@@ -96,7 +99,14 @@ pub struct Lookup<'a> {
 
 impl Repo {
     pub fn new(name: RepoName, format: FormatKind, kind: RepoKind, stores: Arc<Stores>) -> Repo {
-        Repo { name, format, kind, allow_overwrite: false, stores }
+        Repo { name, format, kind, allow_overwrite: false, writes: tokio::sync::Mutex::new(()), stores }
+    }
+
+    /// Hold while checking what the catalog holds and writing on the strength of it, so that
+    /// two such sequences in one repository cannot interleave (one process; several nodes over
+    /// one database need a database lock instead).
+    pub async fn lock_writes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
     }
 
     pub fn stores(&self) -> &Stores {

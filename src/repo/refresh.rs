@@ -73,6 +73,10 @@ impl Refresh {
         if status == StatusCode::NOT_FOUND {
             return Ok(Check::Changed);
         }
+        if matches!(status, StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED) {
+            // Some endpoints take no HEAD (the CNCF registry's tags list): compare by GET.
+            return Ok(Check::Changed);
+        }
         if !status.is_success() {
             return Err(RepoError::Upstream { status: status.as_u16(), message: format!("HEAD {}", request.path) });
         }

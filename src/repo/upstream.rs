@@ -61,6 +61,11 @@ impl Upstream {
         self.budget.status()
     }
 
+    /// The bound on metadata requests; blob fetches wait no longer than this for headers.
+    pub fn metadata_timeout(&self) -> Duration {
+        self.metadata_timeout
+    }
+
     pub fn host(&self) -> &str {
         self.base.host_str().unwrap_or("")
     }

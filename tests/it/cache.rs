@@ -853,3 +853,35 @@ async fn containerd_ns_parameter_routes_to_the_matching_remote() -> Result<()> {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text());
     Ok(())
 }
+
+/// An upstream that accepts connections but never answers holds a blob fetch no longer than
+/// `upstream_timeout` (not the hour-long `fetch_timeout`), so a virtual repository goes on to
+/// its next member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_upstream_blob_fetch_gives_up_after_upstream_timeout() -> Result<()> {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let silent_url = format!("http://{}", silent.local_addr()?);
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let good = FakeUpstream::start(TestImage::new(41, &[64 * 1024])).await;
+    let repos = remote("silent", &silent_url, "upstream_timeout = \"1s\"")
+        + &remote("good", &good.url(), "")
+        + &virtual_repo("both", &["silent", "good"]);
+    let srv = TestServer::start(&repos).await;
+    // Shorter than the server's 60 s upstream read timeout: only `upstream_timeout` can answer in time.
+    let client = reqwest::Client::builder().no_proxy().timeout(SIGNAL_BOUND).build()?;
+    let oci = OciClient::with_http(&srv.base_url(), client);
+    let layer = good.image().layer_digest(0);
+
+    let direct = oci.get_blob("silent/busybox", &layer).await.context("the silent remote must answer")?;
+    direct.assert_error(503, &["UNAVAILABLE"]);
+    let through = oci.get_blob("both/busybox", &layer).await.context("the virtual repository must answer")?;
+    assert_eq!(through.status, StatusCode::OK, "{}", through.text());
+    assert_eq!(sha256_digest(&through.body), layer);
+    holder.abort();
+    Ok(())
+}

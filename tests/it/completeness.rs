@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::clients::Skopeo;
-use crate::images::images;
+use crate::images::{descriptors, images, sha256_digest};
 use crate::oci::{OciClient, OCI_INDEX, OCI_MANIFEST};
 use crate::server::{docker_repos, TestServer};
 use crate::upstream::DistributionRegistry;
@@ -74,5 +74,15 @@ async fn index_children_and_referrers_are_cached_with_the_subject() -> Result<()
         .filter_map(|m| m["digest"].as_str().map(String::from))
         .collect();
     assert_eq!(listed, vec![img.digest("busybox", "sbom").to_string()]);
+    // The referrer itself, and its blobs, pull from the cache too.
+    let sbom_digest = img.digest("busybox", "sbom").to_string();
+    let artifact = oci.get_manifest("docker-remote/busybox", &sbom_digest).await?;
+    assert_eq!(artifact.status, 200, "referrer manifest not cached: {}", artifact.text());
+    assert_eq!(artifact.body.as_ref(), img.manifest("busybox", "sbom").as_slice());
+    for blob in descriptors(&img.manifest("busybox", "sbom")) {
+        let r = oci.get_blob("docker-remote/busybox", &blob.digest).await?;
+        assert_eq!(r.status, 200, "referrer blob {} not cached: {}", blob.digest, r.text());
+        assert_eq!(sha256_digest(&r.body), blob.digest);
+    }
     Ok(())
 }

@@ -24,6 +24,7 @@ mod addressing;
 mod api;
 mod cache;
 mod completeness;
+mod consistency;
 mod harness;
 mod hosted;
 mod remote;

@@ -305,3 +305,22 @@ async fn upstream_misses_are_404_with_oci_codes() -> Result<()> {
     assert_eq!(ok.status, 200);
     Ok(())
 }
+
+/// The CNCF registry answers `HEAD …/tags/list` with 405: the revalidation then compares by
+/// GET, so a tag pushed upstream shows up once the cached list is older than `metadata_ttl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_list_of_a_cncf_upstream_refreshes() -> Result<()> {
+    let img = images();
+    let sk = Skopeo::new();
+    let up = seeded_upstream(img, &sk, &[("busybox", "1.0")]).await?;
+    let srv = TestServer::start(&docker_repos(&up.url())).await;
+    let oci = OciClient::new(&srv.base_url());
+    assert_eq!(oci.tag_names("docker-remote/busybox").await?, vec!["1.0"]);
+    sk.copy(&img.oci("busybox", "1.0"), &format!("docker://{}/busybox:2.0", up.addr())).await?;
+    let tags = oci.tags("docker-remote/busybox", None, None).await?;
+    assert_eq!(crate::oci::tag_names(&tags), vec!["1.0", "2.0"], "{}", tags.text());
+    let status = tags.header("cache-status").unwrap_or("");
+    assert!(!status.contains("stale"), "the refresh must not fail: {status}");
+    assert_eq!(oci.tag_names("docker/busybox").await?, vec!["1.0", "2.0"], "virtual over the remote");
+    Ok(())
+}

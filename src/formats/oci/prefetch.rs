@@ -46,7 +46,7 @@ fn complete(
         let mut referrers = 0;
         if let (true, Ok(digest)) = (with_referrers, fetched.digest.parse::<Digest>()) {
             match super::lists::remote_referrers(&holder, &name, &digest).await {
-                Ok(found) => referrers = found.len(),
+                Ok(found) => referrers = cache_referrers(&holder, &name, &found).await,
                 Err(e) => tracing::warn!(repo = %holder.name, "referrers of {name}@{digest} unavailable: {e}"),
             }
         }
@@ -56,4 +56,45 @@ fn complete(
             fetched.digest
         );
     })
+}
+
+/// Cache every referrer (signatures, SBOMs) with its blobs, so it pulls from the cache too;
+/// returns how many were cached completely.
+async fn cache_referrers(holder: &Arc<Repo>, name: &str, descriptors: &[serde_json::Value]) -> usize {
+    let mut cached = 0;
+    for descriptor in descriptors {
+        let Some(digest) = descriptor.get("digest").and_then(|d| d.as_str()).and_then(|d| d.parse::<Digest>().ok())
+        else {
+            continue;
+        };
+        let outcome = match find_manifest(holder, name, &Reference::Digest(digest.clone())).await {
+            Ok((_, bytes)) => cache_blobs(holder, name, &bytes).await,
+            Err(e) => Err(e.message),
+        };
+        match outcome {
+            Ok(()) => cached += 1,
+            Err(why) => tracing::warn!(repo = %holder.name, "prefetch of referrer {name}@{digest} failed: {why}"),
+        }
+    }
+    cached
+}
+
+/// Referrers are small (signatures, attestations): their blobs are read through whole, which
+/// caches them; anything larger than this is left for the first pull.
+const REFERRER_BLOB_LIMIT: u64 = 16 << 20;
+
+async fn cache_blobs(holder: &Arc<Repo>, name: &str, manifest_bytes: &[u8]) -> Result<(), String> {
+    use futures::StreamExt;
+    let parsed = manifest::parse(manifest_bytes, None).map_err(|e| e.message)?;
+    for (digest, size) in parsed.blobs.iter().filter(|(_, size)| *size <= REFERRER_BLOB_LIMIT) {
+        let upstream = |remote: &crate::repo::Remote| super::pull::blob_request(remote, name, digest);
+        let lookup = crate::repo::Lookup { path: paths::blob(digest), upstream: Some(&upstream) };
+        let found = holder.get(&lookup).await.map_err(|e| e.to_string())?;
+        let found = found.ok_or_else(|| format!("blob {digest} ({size} bytes) is missing upstream"))?;
+        let mut stream = holder.open(found, None).await.map_err(|e| e.to_string())?;
+        while let Some(chunk) = stream.next().await {
+            chunk.map_err(|e| format!("blob {digest}: {e}"))?;
+        }
+    }
+    Ok(())
 }

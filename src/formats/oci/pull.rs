@@ -32,7 +32,7 @@ pub fn manifest_request(remote: &Remote, name: &str, reference: &Reference) -> U
     }
 }
 
-fn blob_request(remote: &Remote, name: &str, digest: &Digest) -> UpstreamRequest {
+pub(super) fn blob_request(remote: &Remote, name: &str, digest: &Digest) -> UpstreamRequest {
     UpstreamRequest {
         expected: Some(digest.clone()),
         ..upstream_request(remote, name, &format!("blobs/{digest}"), Freshness::Immutable)
@@ -113,8 +113,8 @@ pub async fn get_manifest(
         .header(header::CONTENT_LENGTH, bytes.len())
         .header(DIGEST_HEADER, &found.entry.digest)
         .header(header::ETAG, format!("\"{}\"", found.entry.digest));
-    if let Some(status) = found.cache_status() {
-        response = response.header("Cache-Status", status.header_value());
+    if let Some(status) = cache_status(repo, &found) {
+        response = response.header("Cache-Status", status);
     }
     let body = if head { Body::empty() } else { Body::from(bytes) };
     response.body(body).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()))
@@ -147,8 +147,8 @@ pub async fn get_blob(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(DIGEST_HEADER, digest.to_string())
         .header(header::ETAG, format!("\"{digest}\""));
-    if let Some(status) = found.cache_status() {
-        response = response.header("Cache-Status", status.header_value());
+    if let Some(status) = cache_status(repo, &found) {
+        response = response.header("Cache-Status", status);
     }
     response = match range {
         Some((start, end)) => response
@@ -164,10 +164,24 @@ pub async fn get_blob(
     response.body(Body::from_stream(stream)).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()))
 }
 
+/// RFC 9211 `Cache-Status` for remote and virtual repositories; a virtual repository serving
+/// a hosted member's copy reports a hit on that member.
+fn cache_status(repo: &Repo, found: &Found) -> Option<String> {
+    match found.cache_status() {
+        Some(status) => Some(status.header_value()),
+        None if repo.is_virtual() => {
+            Some(format!("{}; detail=\"member {}\"", CacheStatus::Hit.header_value(), found.repo))
+        }
+        None => None,
+    }
+}
+
 fn is_single_byte_range(raw: &str) -> bool {
     let Some((a, b)) = raw.trim().strip_prefix("bytes=").and_then(|spec| spec.split_once('-')) else { return false };
     let number = |s: &str| s.trim().is_empty() || s.trim().bytes().all(|c| c.is_ascii_digit());
-    !(a.trim().is_empty() && b.trim().is_empty()) && number(a) && number(b)
+    // RFC 9110 §14.1.1: a last position below the first makes the range spec invalid (ignored).
+    let reversed = matches!((a.trim().parse::<u64>(), b.trim().parse::<u64>()), (Ok(first), Ok(last)) if last < first);
+    !(a.trim().is_empty() && b.trim().is_empty()) && number(a) && number(b) && !reversed
 }
 
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive `(start, end)` within `size`.
@@ -209,5 +223,7 @@ mod tests {
         assert!(super::is_single_byte_range("bytes=0-4"));
         assert!(!super::is_single_byte_range("bytes=abc"));
         assert!(!super::is_single_byte_range("bytes=0-1,3-4"));
+        assert!(!super::is_single_byte_range("bytes=5-2"), "reversed ranges are ignored, not 416");
+        assert!(super::is_single_byte_range("bytes=20-30"), "unsatisfiable but valid: 416");
     }
 }
