@@ -156,6 +156,13 @@ async fn blob_range_request() -> Result<()> {
     assert_eq!(r.status, 206, "{}", r.text());
     assert_eq!(r.body.as_ref(), &data[100..200]);
     assert_eq!(r.header("content-range"), Some("bytes 100-199/10000"));
+    // RFC 9110 §14.1.1: a last position below the first makes the range invalid, so it is ignored.
+    for ignored in ["bytes=5-2", "bytes=abc"] {
+        let url = oci.url(&format!("/v2/{name}/blobs/{digest}"));
+        let r = oci.send(oci.http().get(url).header(RANGE, ignored)).await?;
+        assert_eq!(r.status, 200, "{ignored}: {}", r.text());
+        assert_eq!(r.body.as_ref(), data.as_slice(), "{ignored}: the whole blob");
+    }
     Ok(())
 }
 

@@ -1438,9 +1438,9 @@ async fn malformed_requests_are_4xx_with_error_codes_and_never_5xx() -> Result<(
         case("GET", "{upload_elsewhere}", UPLOAD),
         case("POST", "/v2/docker-remote/x/blobs/uploads/", METHOD),
         // ---- blob ranges
-        // (An unparseable Range such as `bytes=abc` is ignored, per RFC 9110: a 200, not an error.)
+        // (An unparseable or reversed Range such as `bytes=abc` or `bytes=5-2` is ignored, per
+        // RFC 9110 §14.1.1: a 200, not an error; see api::blob_range_request.)
         case("GET", "/v2/docker-local/robust/blobs/{blob}", &["RANGE_INVALID"]).header("Range", "bytes=999999-"),
-        case("GET", "/v2/docker-local/robust/blobs/{blob}", &["RANGE_INVALID"]).header("Range", "bytes=5-2"),
         // ---- manifest bodies
         Case::manifest(with_layer(json!({ "mediaType": OCI_LAYER, "digest": blob, "size": -1 })), MANIFEST),
         Case::manifest(raw_layer("18446744073709551615"), MANIFEST),
