@@ -70,7 +70,7 @@ impl Refresh {
         let request = &self.request;
         let response = self.upstream.send(Method::HEAD, request).await?;
         let status = response.status();
-        if status == StatusCode::NOT_FOUND {
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
             return Ok(Check::Changed);
         }
         if matches!(status, StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED) {

@@ -25,6 +25,11 @@ mod api;
 mod cache;
 mod completeness;
 mod consistency;
+mod go;
+#[allow(dead_code)]
+mod gomod;
+#[allow(dead_code)]
+mod goproxy;
 mod harness;
 mod hosted;
 mod remote;

@@ -1,0 +1,163 @@
+//! Go module repositories with the real `go` command (GOPROXY protocol,
+//! <https://go.dev/ref/mod#goproxy-protocol>): hosted uploads then `go get`/`go build`,
+//! a remote over a second binaryrepo or a scripted GOPROXY tree, a virtual repository
+//! merging members, and the checksum database proxy at the HTTP level.
+
+use anyhow::Result;
+
+use crate::gomod::{get, go_repos, library, module_zip, put, GoEnv};
+use crate::server::{TestServer, NO_UPSTREAM};
+
+const GREET: &str = "example.com/greet";
+
+async fn publish(srv: &TestServer, repo: &str, module_escaped: &str, version: &str, zip: Vec<u8>) {
+    let url = format!("{}/{repo}/{module_escaped}/@v/{version}.zip", srv.base_url());
+    let (status, text) = put(&url, zip).await;
+    assert_eq!(status, 201, "PUT {url}: {text}");
+}
+
+const MAIN_GO: &str =
+    "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/greet\"\n)\n\nfunc main() { fmt.Println(greet.Hello()) }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_upload_then_go_get_and_build() -> Result<()> {
+    let srv = TestServer::start(&go_repos(NO_UPSTREAM, "")).await;
+    publish(&srv, "go-local", GREET, "v1.0.0", library(GREET, "v1.0.0", "hello from v1.0.0")).await;
+    publish(&srv, "go-local", GREET, "v1.1.0", library(GREET, "v1.1.0", "hello from v1.1.0")).await;
+    publish(&srv, "go-local", GREET, "v1.2.0-rc.1", library(GREET, "v1.2.0-rc.1", "rc")).await;
+
+    let go = GoEnv::new(&format!("{}/go-local", srv.base_url()));
+    let versions = go.ok(&["list", "-m", "-versions", GREET]).await?;
+    assert_eq!(versions.trim(), "example.com/greet v1.0.0 v1.1.0 v1.2.0-rc.1");
+    go.app(MAIN_GO);
+    go.ok(&["get", "example.com/greet@v1.0.0"]).await?;
+    go.ok(&["build", "-o", "app", "."]).await?;
+    let out = std::process::Command::new(go.work().join("app")).output()?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello from v1.0.0");
+    // @latest is the highest release, not the release candidate.
+    go.ok(&["get", "example.com/greet@latest"]).await?;
+    let listed = go.ok(&["list", "-m", GREET]).await?;
+    assert_eq!(listed.trim(), "example.com/greet v1.1.0");
+    let json = go.ok(&["mod", "download", "-json", "example.com/greet@v1.2.0-rc.1"]).await?;
+    assert!(json.contains("\"Version\": \"v1.2.0-rc.1\""), "{json}");
+
+    // Protocol details: content types, @latest, generated .mod, plain-text 404s.
+    let base = format!("{}/go-local/{GREET}", srv.base_url());
+    let (status, _, latest) = get(&format!("{base}/@latest")).await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&latest).contains("\"Version\":\"v1.1.0\""), "{latest:?}");
+    let (status, _, go_mod) = get(&format!("{base}/@v/v1.0.0.mod")).await;
+    assert_eq!((status, go_mod.as_ref()), (200, b"module example.com/greet\n\ngo 1.19\n".as_ref()));
+    let (status, _, text) = get(&format!("{base}/@v/v9.9.9.info")).await;
+    assert_eq!(status, 404, "{text:?}");
+    let (status, _, _) = get(&format!("{}/go-local/example.com/nothing/@v/list", srv.base_url())).await;
+    assert_eq!(status, 404);
+    let response = crate::gomod::http().get(format!("{base}/@v/v1.0.0.zip")).send().await?;
+    assert_eq!(response.headers()["content-type"], "application/zip");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_encoded_module_paths_and_multipart_upload() -> Result<()> {
+    let srv = TestServer::start(&go_repos(NO_UPSTREAM, "")).await;
+    let module = "example.com/BigCorp/Lib";
+    let zip = library(module, "v0.1.0", "big");
+    // The README's form upload: the module and version come from the zip's prefix.
+    let boundary = "binaryrepo-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"zip\"; filename=\"lib.zip\"\r\nContent-Type: application/zip\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&zip);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = crate::gomod::http()
+        .post(format!("{}/api/go/go/upload", srv.base_url()))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 201, "{}", response.text().await?);
+
+    let base = srv.base_url();
+    for path in ["example.com/!big!corp/!lib", "example.com/%21big%21corp/%21lib"] {
+        let (status, _, list) = get(&format!("{base}/go-local/{path}/@v/list")).await;
+        assert_eq!((status, list.as_ref()), (200, b"v0.1.0\n".as_ref()), "{path}");
+    }
+    let (status, _, _) = get(&format!("{base}/go-local/example.com/!big!corp/lib/@v/list")).await;
+    assert_eq!(status, 404, "lib and Lib are different modules");
+    let go = GoEnv::new(&format!("{base}/go"));
+    go.ok(&["mod", "download", "example.com/BigCorp/Lib@v0.1.0"]).await?;
+    assert!(go.modcache().join("cache/download/example.com/!big!corp/!lib/@v/v0.1.0.zip").exists());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_are_rejected_with_reasons() -> Result<()> {
+    let srv = TestServer::start(&go_repos(NO_UPSTREAM, "")).await;
+    let url = |module: &str, file: &str| format!("{}/go-local/{module}/@v/{file}", srv.base_url());
+    let cases: Vec<(String, Vec<u8>, u16, &str)> = vec![
+        (url(GREET, "v1.0.0.zip"), b"not a zip".to_vec(), 400, "not a zip"),
+        (url(GREET, "v1.0.0.zip"), library("example.com/other", "v1.0.0", "x"), 400, "is not under"),
+        (
+            url(GREET, "v1.0.0.zip"),
+            module_zip(GREET, "v1.0.0", &[("go.mod", "module example.com/other\n")]),
+            400,
+            "declares module",
+        ),
+        (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("a.go", ""), ("A.go", "")]), 400, "collides"),
+        (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("x/../y.go", "")]), 400, "clean"),
+        (url(GREET, "v2.0.0.zip"), library(GREET, "v2.0.0", "x"), 400, "/v2"),
+        (url(GREET, "v1.0.zip"), library(GREET, "v1.0", "x"), 400, "canonical"),
+        (url("example.com/Greet", "v1.0.0.zip"), library(GREET, "v1.0.0", "x"), 400, "malformed"),
+        (url(GREET, "v1.0.0.mod"), b"module example.com/wrong\n".to_vec(), 400, "declares module"),
+        (url(GREET, "v1.0.0.info"), b"{\"Version\":\"v1.0.1\"}".to_vec(), 400, "v1.0.1"),
+    ];
+    for (url, body, want, why) in cases {
+        let (status, text) = put(&url, body).await;
+        assert_eq!(status, want, "PUT {url}: {text}");
+        assert!(text.contains(why), "PUT {url}: {text:?} should mention {why:?}");
+    }
+    let (status, _, _) = get(&url(GREET, "list")).await;
+    assert_eq!(status, 404, "nothing was published by the rejected uploads");
+
+    // Immutable versions: same bytes again are fine, different bytes are a conflict.
+    let zip = library(GREET, "v1.0.0", "one");
+    assert_eq!(put(&url(GREET, "v1.0.0.zip"), zip.clone()).await.0, 201);
+    assert_eq!(put(&url(GREET, "v1.0.0.zip"), zip).await.0, 200);
+    let (status, text) = put(&url(GREET, "v1.0.0.zip"), library(GREET, "v1.0.0", "two")).await;
+    assert_eq!(status, 409, "{text}");
+    let (status, text) = put(&url(GREET, "v1.0.0.mod"), b"module example.com/greet\n".to_vec()).await;
+    assert_eq!(status, 409, "a different .mod for a published version: {text}");
+    let remote = format!("{}/go-remote/{GREET}/@v/v1.0.0.zip", srv.base_url());
+    assert_eq!(put(&remote, library(GREET, "v1.0.0", "x")).await.0, 405);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_caches_and_serves_when_the_upstream_is_down() -> Result<()> {
+    let mut up = TestServer::start(&go_repos(NO_UPSTREAM, "")).await;
+    publish(&up, "go-local", GREET, "v1.0.0", library(GREET, "v1.0.0", "cached")).await;
+    publish(&up, "go-local", GREET, "v1.1.0", library(GREET, "v1.1.0", "cached too")).await;
+    let srv = TestServer::start(&go_repos(&format!("{}/go-local", up.base_url()), "")).await;
+
+    let go = GoEnv::new(&format!("{}/go-remote", srv.base_url()));
+    assert_eq!(go.ok(&["list", "-m", "-versions", GREET]).await?.trim(), "example.com/greet v1.0.0 v1.1.0");
+    go.ok(&["mod", "download", "example.com/greet@v1.0.0", "example.com/greet@v1.1.0"]).await?;
+    let zip = format!("{}/go-remote/{GREET}/@v/v1.0.0.zip", srv.base_url());
+    let (status, cache, _) = get(&zip).await;
+    assert_eq!((status, cache.as_deref()), (200, Some("binaryrepo; hit")));
+
+    up.stop();
+    go.clear_modcache();
+    go.ok(&["mod", "download", "example.com/greet@v1.0.0"]).await?;
+    assert_eq!(go.ok(&["list", "-m", "-versions", GREET]).await?.trim(), "example.com/greet v1.0.0 v1.1.0");
+    let (status, cache, _) = get(&format!("{}/go-remote/{GREET}/@v/list", srv.base_url())).await;
+    assert_eq!(status, 200);
+    assert!(cache.unwrap_or_default().contains("stale"), "the list is served stale while the upstream is down");
+    go.app(MAIN_GO);
+    go.ok(&["get", "example.com/greet@v1.1.0"]).await?;
+    go.ok(&["build", "-o", "app", "."]).await?;
+    let out = std::process::Command::new(go.work().join("app")).output()?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cached too");
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Go test support: module zips built by the module-zip rules (every file under
+//! `<module>@<version>/`), a `go` command in a throwaway GOPATH/GOMODCACHE/GOCACHE/HOME that
+//! can only reach binaryrepo (`GOPROXY=<repo url>`, no `direct`, `GOSUMDB=off`), and the go
+//! repository trio for `TestServer`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use anyhow::{bail, Result};
+use tempfile::TempDir;
+
+/// `go-local` (hosted), `go-remote` (remote over `upstream`, lists always revalidated,
+/// `extra` TOML lines added) and `go` (virtual over both, deploying to `go-local`).
+pub fn go_repos(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[repository]]
+name = "go-local"
+format = "go"
+kind = "hosted"
+
+[[repository]]
+name = "go-remote"
+format = "go"
+kind = "remote"
+upstream = "{upstream}"
+metadata_ttl = "0s"
+{extra}
+
+[[repository]]
+name = "go"
+format = "go"
+kind = "virtual"
+members = ["go-local", "go-remote"]
+deploy_to = "go-local"
+"#
+    )
+}
+
+/// A module zip for `module@version` with `files` (relative paths) under its prefix.
+pub fn module_zip(module: &str, version: &str, files: &[(&str, &str)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    for (name, body) in files {
+        writer.start_file(format!("{module}@{version}/{name}"), options).expect("zip entry");
+        writer.write_all(body.as_bytes()).expect("zip write");
+    }
+    writer.finish().expect("zip finish").into_inner()
+}
+
+/// A small library module: go.mod plus a package whose `Hello` returns `greeting`.
+pub fn library(module: &str, version: &str, greeting: &str) -> Vec<u8> {
+    let package = module.rsplit('/').next().unwrap_or("lib").to_lowercase().replace(['.', '-'], "");
+    let go_mod = format!("module {module}\n\ngo 1.19\n");
+    let source = format!(
+        "// Package {package} says hello.\npackage {package}\n\n// Hello returns the greeting of {version}.\nfunc Hello() string {{\n\treturn \"{greeting}\"\n}}\n"
+    );
+    module_zip(module, version, &[("go.mod", &go_mod), ("LICENSE", "MIT\n"), (&format!("{package}.go"), &source)])
+}
+
+/// A `go` command that can only reach binaryrepo, in temporary directories.
+pub struct GoEnv {
+    dir: TempDir,
+    proxy: String,
+}
+
+impl GoEnv {
+    pub fn new(proxy: &str) -> GoEnv {
+        let dir = tempfile::Builder::new().prefix("binaryrepo-go-").tempdir().expect("tempdir");
+        for sub in ["gopath", "modcache", "cache", "home", "work"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        GoEnv { dir, proxy: proxy.to_string() }
+    }
+
+    /// The module directory the commands run in.
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// Forget every downloaded module (a fresh client).
+    pub fn clear_modcache(&self) {
+        let cache = self.dir.path().join("modcache");
+        std::fs::remove_dir_all(&cache).expect("rm modcache");
+        std::fs::create_dir_all(&cache).expect("mkdir modcache");
+    }
+
+    /// Write `go.mod` (module `example.com/app`) and `main.go` into the work directory.
+    pub fn app(&self, main_go: &str) {
+        std::fs::write(self.work().join("go.mod"), "module example.com/app\n\ngo 1.19\n").expect("go.mod");
+        std::fs::write(self.work().join("main.go"), main_go).expect("main.go");
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let root = self.dir.path();
+        let mut cmd = tokio::process::Command::new("go");
+        cmd.args(args).current_dir(self.work()).env_clear();
+        cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", root.join("home"))
+            .env("GOPATH", root.join("gopath"))
+            .env("GOMODCACHE", root.join("modcache"))
+            .env("GOCACHE", root.join("cache"))
+            .env("GOENV", "off")
+            .env("GOPROXY", &self.proxy)
+            .env("GOSUMDB", "off")
+            .env("GONOSUMDB", "*")
+            .env("GOFLAGS", "-mod=mod -modcacherw")
+            .env("GOTOOLCHAIN", "local")
+            .env("GO111MODULE", "on");
+        cmd.output().await.expect("run go")
+    }
+
+    /// Run and require success; returns stdout.
+    pub async fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args).await;
+        if !out.status.success() {
+            bail!(
+                "go {} failed ({}):\nstdout: {}\nstderr: {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn modcache(&self) -> PathBuf {
+        self.dir.path().join("modcache")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// PUT bytes to `url`; (status, body text).
+pub async fn put(url: &str, body: Vec<u8>) -> (u16, String) {
+    let response = http().put(url).body(body).send().await.expect("PUT");
+    (response.status().as_u16(), response.text().await.unwrap_or_default())
+}
+
+/// GET `url`; (status, Cache-Status header, body).
+pub async fn get(url: &str) -> (u16, Option<String>, bytes::Bytes) {
+    let response = http().get(url).send().await.expect("GET");
+    let status = response.status().as_u16();
+    let cache = response.headers().get("cache-status").and_then(|v| v.to_str().ok()).map(str::to_string);
+    (status, cache, response.bytes().await.unwrap_or_default())
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().expect("client")
+}
