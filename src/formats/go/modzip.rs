@@ -8,7 +8,7 @@ use super::module::{ModulePath, Version};
 use std::collections::HashSet;
 use std::io::{Read, Seek};
 
-/// Limits from golang.org/x/mod/zip.
+/// Limits of the Go module zip format (the x/mod zip package).
 pub const MAX_ZIP: u64 = 500 << 20;
 pub const MAX_GO_MOD: u64 = 16 << 20;
 const MAX_LICENSE: u64 = 16 << 20;
