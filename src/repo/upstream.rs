@@ -116,7 +116,7 @@ impl Upstream {
         let response = self.send(Method::GET, request).await?;
         match response.status() {
             StatusCode::OK => Ok(response),
-            // 410 Gone is a miss too (GOPROXY servers answer it for unknown versions).
+            // 410 Gone is a miss too: some upstreams answer it for what they will never have.
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(RepoError::NotFound),
             status => Err(RepoError::Upstream { status: status.as_u16(), message: format!("GET {}", request.path) }),
         }

@@ -147,6 +147,10 @@ async fn remote_caches_and_serves_when_the_upstream_is_down() -> Result<()> {
     let zip = format!("{}/go-remote/{GREET}/@v/v1.0.0.zip", srv.base_url());
     let (status, cache, _) = get(&zip).await;
     assert_eq!((status, cache.as_deref()), (200, Some("binaryrepo; hit")));
+    // metadata_ttl = 0s: the list is checked every time, by a HEAD and an ETag compare.
+    let (status, cache, _) = get(&format!("{}/go-remote/{GREET}/@v/list", srv.base_url())).await;
+    assert_eq!(status, 200);
+    assert!(cache.unwrap_or_default().contains("revalidated"), "the upstream list has an ETag");
 
     up.stop();
     go.clear_modcache();
@@ -314,4 +318,36 @@ fn noise(len: usize) -> String {
             ALPHABET[(state % ALPHABET.len() as u64) as usize] as char
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pseudo_versions_and_incompatible_majors() -> Result<()> {
+    let srv = TestServer::start(&go_repos(NO_UPSTREAM, "")).await;
+    let dev = "example.com/dev";
+    let pseudo = "v0.0.0-20240102030405-abcdefabcdef";
+    publish(&srv, "go-local", dev, pseudo, library(dev, pseudo, "unreleased")).await;
+    let old = "example.com/old";
+    let incompatible = "v2.1.0+incompatible";
+    let zip = module_zip(old, incompatible, &[("old.go", "package old\n")]);
+    publish(&srv, "go-local", old, incompatible, zip).await;
+    let v2 = "example.com/old/v3";
+    publish(&srv, "go-local", v2, "v3.0.0", library(v2, "v3.0.0", "three")).await;
+
+    let base = srv.base_url();
+    // Pseudo-versions are not listed, but are @latest when nothing else exists, with their commit time.
+    let (status, _, list) = get(&format!("{base}/go-local/{dev}/@v/list")).await;
+    assert_eq!((status, list.as_ref()), (200, b"".as_ref()));
+    let (_, _, latest) = get(&format!("{base}/go/{dev}/@latest")).await;
+    let latest = String::from_utf8_lossy(&latest);
+    assert!(latest.contains(pseudo) && latest.contains("2024-01-02T03:04:05Z"), "{latest}");
+    let go = GoEnv::new(&format!("{base}/go"));
+    let listed = go.ok(&["list", "-m", &format!("{dev}@latest")]).await?;
+    assert_eq!(listed.trim(), format!("{dev} {pseudo}"));
+    go.ok(&["mod", "download", &format!("{dev}@{pseudo}")]).await?;
+    // +incompatible: listed and downloadable, with a generated go.mod.
+    assert_eq!(go.ok(&["list", "-m", "-versions", old]).await?.trim(), format!("{old} {incompatible}"));
+    go.ok(&["mod", "download", &format!("{old}@{incompatible}"), &format!("{v2}@v3.0.0")]).await?;
+    let (_, _, go_mod) = get(&format!("{base}/go-local/{old}/@v/{incompatible}.mod")).await;
+    assert_eq!(go_mod.as_ref(), b"module example.com/old\n");
+    Ok(())
 }

@@ -85,20 +85,21 @@ pub async fn find(
     upstream: &(dyn Fn(&Remote) -> UpstreamRequest + Sync),
 ) -> Result<Option<(Found, Arc<Repo>)>, GoError> {
     let lookup = Lookup { path: path.to_string(), upstream: Some(upstream) };
-    let mut failure = None;
+    let mut failures = Vec::new();
     for member in members {
         match member.get(&lookup).await {
             Ok(Some(found)) => return Ok(Some((found, member.clone()))),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(member = %member.name, path, "member failed: {e}");
-                failure = Some(e);
+                failures.push(e);
             }
         }
     }
-    match failure {
-        Some(e) if members.len() == 1 => Err(e.into()),
-        _ => Ok(None),
+    // Only when every member failed is the failure the answer (not "not found").
+    match failures.len() == members.len() {
+        true => failures.pop().map_or(Ok(None), |e| Err(e.into())),
+        false => Ok(None),
     }
 }
 
@@ -119,6 +120,10 @@ pub async fn respond(repo: &Repo, found: Found, holder: &Repo, content_type: &st
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CONTENT_LENGTH, found.entry.size);
+    // Content-addressed: lets a binaryrepo downstream revalidate lists and @latest by HEAD.
+    if !found.entry.digest.is_empty() {
+        response = response.header(header::ETAG, format!("\"{}\"", found.entry.digest));
+    }
     if let Some(status) = cache_status(repo, &found) {
         response = response.header("Cache-Status", status);
     }

@@ -97,7 +97,9 @@ pub async fn get_list(repo: &Arc<Repo>, module: &ModulePath) -> Result<Response,
         return Err(GoError::NotFound(format!("unknown module {module}")));
     };
     let body = module::list_body(&versions);
-    let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+    let etag = format!("\"{}\"", crate::model::Digest::sha256_of(body.as_bytes()));
+    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()), (header::ETAG, etag)];
+    let mut response = (headers, body).into_response();
     if let Ok(value) = HeaderValue::from_str(&statuses.join(", ")) {
         if !statuses.is_empty() {
             response.headers_mut().insert("cache-status", value);

@@ -84,19 +84,25 @@ pub async fn publish(target: &Repo, release: Release) -> Result<bool, GoError> {
     if let Some(info) = &info {
         check_info(info, &version)?;
     }
+    // Check and store the zip's bytes before taking the lock: both are slow, neither is
+    // visible until its entry is recorded below.
+    let (zip_entry, zip_mod) = match zip {
+        Some(file) => {
+            let (file, checked) = check_zip(file, module.clone(), version.clone()).await?;
+            (Some(store_zip(target, &module, &version, file).await?), checked)
+        }
+        None => (None, None),
+    };
     let _guard = target.lock_writes().await;
     let mut created = false;
-    let mut zip_mod = None;
-    if let Some(file) = zip {
-        let (file, checked) = check_zip(file, module.clone(), version.clone()).await?;
-        zip_mod = checked;
+    if let Some(entry) = zip_entry {
         let stored_mod = stored(target, &module, &version, FileKind::Mod).await?;
         if let (Some(inner), Some(outer)) = (&zip_mod, go_mod.clone().or(stored_mod)) {
             if inner.as_slice() != outer.as_ref() {
                 return Err(GoError::BadRequest("the .mod file differs from the go.mod in the zip".into()));
             }
         }
-        created |= put_zip(target, &module, &version, file).await?;
+        created |= put_once(target, entry, false).await?;
     }
     let generated_mod = || Bytes::from(zip_mod.clone().unwrap_or_else(|| format!("module {module}\n").into_bytes()));
     let has_zip = target.get_local(&paths::file(&module, version.as_str(), FileKind::Zip)).await?.is_some();
@@ -175,12 +181,17 @@ async fn stored(
     }
 }
 
-async fn put_zip(target: &Repo, module: &ModulePath, version: &Version, file: std::fs::File) -> Result<bool, GoError> {
+/// Stream the checked zip into the blob store; returns the entry to record.
+async fn store_zip(
+    target: &Repo,
+    module: &ModulePath,
+    version: &Version,
+    file: std::fs::File,
+) -> Result<Entry, GoError> {
     let stream: ByteStream =
         Box::pin(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)).map_ok(Bytes::from));
     let info = target.put_blob(stream, None, Some(MAX_ZIP)).await?;
-    let entry = entry(module, version, FileKind::Zip, info);
-    put_once(target, entry, false).await
+    Ok(entry(module, version, FileKind::Zip, info))
 }
 
 /// Store `.mod`/`.info`; a generated one (`generated`) never replaces an existing copy.
