@@ -351,3 +351,29 @@ async fn pseudo_versions_and_incompatible_majors() -> Result<()> {
     assert_eq!(go_mod.as_ref(), b"module example.com/old\n");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_from_hosted_and_a_real_module_through_the_remote() -> Result<()> {
+    let source = std::path::Path::new(crate::gomod::PKG_ERRORS_SRC);
+    assert!(source.is_dir(), "{} is missing: run .ci/install-deps (golang-github-pkg-errors-dev)", source.display());
+    let up = FakeGoProxy::start().await;
+    let errors = "github.com/pkg/errors";
+    up.file("/github.com/pkg/errors/@v/list", "v0.9.1\n");
+    up.version(errors, "v0.9.1", "module github.com/pkg/errors\n", crate::gomod::zip_dir(errors, "v0.9.1", source));
+    let srv = TestServer::start(&go_repos(up.url(), "")).await;
+    publish(&srv, "go-local", GREET, "v1.0.0", library(GREET, "v1.0.0", "hello")).await;
+
+    let go = GoEnv::new(&format!("{}/go", srv.base_url()));
+    go.app(concat!(
+        "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/greet\"\n\t\"github.com/pkg/errors\"\n)\n\n",
+        "func main() { fmt.Println(errors.Wrap(errors.New(greet.Hello()), \"wrapped\")) }\n"
+    ));
+    go.ok(&["get", "example.com/greet@v1.0.0", "github.com/pkg/errors@v0.9.1"]).await?;
+    go.ok(&["build", "-o", "app", "."]).await?;
+    let out = std::process::Command::new(go.work().join("app")).output()?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "wrapped: hello");
+    let go_sum = std::fs::read_to_string(go.work().join("go.sum"))?;
+    assert!(go_sum.contains("github.com/pkg/errors v0.9.1 h1:"), "{go_sum}");
+    assert_eq!(up.hits("GET /github.com/pkg/errors/@v/v0.9.1.zip"), 1);
+    Ok(())
+}

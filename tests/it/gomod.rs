@@ -152,3 +152,28 @@ pub async fn get(url: &str) -> (u16, Option<String>, bytes::Bytes) {
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().expect("client")
 }
+
+/// Debian's copy of github.com/pkg/errors v0.9.1 (golang-github-pkg-errors-dev): a real
+/// module without go.mod.
+pub const PKG_ERRORS_SRC: &str = "/usr/share/gocode/src/github.com/pkg/errors";
+
+/// A module zip of every regular file under `dir` (recursively), by the module-zip rules.
+pub fn zip_dir(module: &str, version: &str, dir: &Path) -> Vec<u8> {
+    let mut files = Vec::new();
+    collect(dir, dir, &mut files);
+    files.sort();
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, b)| (n.as_str(), b.as_str())).collect();
+    module_zip(module, version, &files)
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(dir).expect("read module source").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(root, &path, out);
+        } else if let Ok(text) = std::fs::read_to_string(&path) {
+            let name = path.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
+            out.push((name, text));
+        }
+    }
+}
