@@ -377,3 +377,37 @@ async fn build_from_hosted_and_a_real_module_through_the_remote() -> Result<()> 
     assert_eq!(up.hits("GET /github.com/pkg/errors/@v/v0.9.1.zip"), 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gosumdb_verification_works_through_the_proxy() -> Result<()> {
+    let up = TestServer::start(&go_repos(NO_UPSTREAM, "")).await;
+    publish(&up, "go-local", GREET, "v1.0.0", library(GREET, "v1.0.0", "verified")).await;
+    // One upstream URL: a GOPROXY (the hosted repository above) with a signed checksum database.
+    let db = crate::gomod::SumDb::start(&format!("{}/go-local", up.base_url())).await?;
+    let srv = TestServer::start(&go_repos(&db.url, "")).await;
+
+    let mut go = GoEnv::new(&format!("{}/go", srv.base_url()));
+    go.set("GOSUMDB", &db.key);
+    go.set("GONOSUMDB", "");
+    go.app(MAIN_GO);
+    go.ok(&["get", "example.com/greet@v1.0.0"]).await?;
+    go.ok(&["build", "-o", "app", "."]).await?;
+    let log = srv.log();
+    for path in ["/go/sumdb/sum.example.com/supported", "/go/sumdb/sum.example.com/lookup/example.com/greet@v1.0.0"] {
+        assert!(log.contains(&format!("uri={path} status=200")), "{path} was not asked of binaryrepo");
+    }
+    assert!(log.contains("uri=/go/sumdb/sum.example.com/tile/"), "no tile went through binaryrepo");
+    // A second client verifies from binaryrepo's cache of the lookup and tiles.
+    let mut again = GoEnv::new(&format!("{}/go", srv.base_url()));
+    again.set("GOSUMDB", &db.key);
+    again.set("GONOSUMDB", "");
+    again.ok(&["mod", "download", "example.com/greet@v1.0.0"]).await?;
+    // Verification is real: a local copy that differs from what the database signed fails.
+    let twin = "example.com/twin";
+    publish(&up, "go-local", twin, "v1.0.0", library(twin, "v1.0.0", "original")).await;
+    publish(&srv, "go-local", twin, "v1.0.0", library(twin, "v1.0.0", "tampered")).await;
+    let out = again.run(&["mod", "download", "example.com/twin@v1.0.0"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("SECURITY ERROR"), "{stderr}");
+    Ok(())
+}

@@ -63,6 +63,8 @@ pub fn library(module: &str, version: &str, greeting: &str) -> Vec<u8> {
 pub struct GoEnv {
     dir: TempDir,
     proxy: String,
+    /// Set after the defaults (e.g. a real `GOSUMDB`).
+    extra: Vec<(String, String)>,
 }
 
 impl GoEnv {
@@ -71,7 +73,12 @@ impl GoEnv {
         for sub in ["gopath", "modcache", "cache", "home", "work"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
-        GoEnv { dir, proxy: proxy.to_string() }
+        GoEnv { dir, proxy: proxy.to_string(), extra: Vec::new() }
+    }
+
+    /// Override an environment variable for every later command.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.extra.push((key.to_string(), value.to_string()));
     }
 
     /// The module directory the commands run in.
@@ -108,6 +115,7 @@ impl GoEnv {
             .env("GOFLAGS", "-mod=mod -modcacherw")
             .env("GOTOOLCHAIN", "local")
             .env("GO111MODULE", "on");
+        cmd.envs(self.extra.iter().map(|(k, v)| (k, v)));
         cmd.output().await.expect("run go")
     }
 
@@ -175,5 +183,55 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
             let name = path.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
             out.push((name, text));
         }
+    }
+}
+
+/// A test checksum database (tests/fixtures/go/sumdb, built against Debian's
+/// golang-golang-x-mod-dev in GOPATH mode) in front of the GOPROXY `proxy`.
+pub struct SumDb {
+    child: tokio::process::Child,
+    pub url: String,
+    /// `<name>+<hash>+<key>`, the value for `GOSUMDB`.
+    pub key: String,
+    _dir: TempDir,
+}
+
+impl SumDb {
+    pub async fn start(proxy: &str) -> Result<SumDb> {
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::Builder::new().prefix("binaryrepo-sumdb-").tempdir()?;
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go/sumdb/main.go");
+        let bin = dir.path().join("sumdb");
+        let out = tokio::process::Command::new("go")
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(source)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOCACHE", dir.path().join("cache"))
+            .env("GOFLAGS", "")
+            .env("HOME", dir.path())
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!("building the test checksum database failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let mut child = tokio::process::Command::new(&bin)
+            .args(["-proxy", proxy, "-name", "sum.example.com"])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let key = lines.next_line().await?.unwrap_or_default();
+        let listening = lines.next_line().await?.unwrap_or_default();
+        let Some(url) = listening.strip_prefix("listening ") else { bail!("sumdb said {listening:?}") };
+        Ok(SumDb { child, url: url.to_string(), key, _dir: dir })
+    }
+}
+
+impl Drop for SumDb {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
     }
 }
