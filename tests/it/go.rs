@@ -411,3 +411,31 @@ async fn gosumdb_verification_works_through_the_proxy() -> Result<()> {
     assert!(!out.status.success() && stderr.contains("SECURITY ERROR"), "{stderr}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mod_before_zip_and_allow_overwrite() -> Result<()> {
+    let open = "[[repository]]\nname = \"go-open\"\nformat = \"go\"\nkind = \"hosted\"\nallow_overwrite = true\n";
+    let srv = TestServer::start(&(go_repos(NO_UPSTREAM, "") + open)).await;
+    let url = |repo: &str, file: &str| format!("{}/{repo}/{GREET}/@v/{file}", srv.base_url());
+    // A .mod uploaded first binds the zip that follows.
+    let go_mod = "module example.com/greet\n\ngo 1.19\n";
+    assert_eq!(put(&url("go-local", "v1.0.0.mod"), go_mod.into()).await.0, 201);
+    assert_eq!(get(&url("go-local", "list")).await.0, 404, "not listed before its zip");
+    let other = module_zip(GREET, "v1.0.0", &[("go.mod", "module example.com/greet\n\ngo 1.20\n")]);
+    let (status, text) = put(&url("go-local", "v1.0.0.zip"), other).await;
+    assert!(status == 400 && text.contains("differs"), "{status} {text}");
+    assert_eq!(put(&url("go-local", "v1.0.0.zip"), library(GREET, "v1.0.0", "x")).await.0, 201);
+    assert_eq!(get(&url("go-local", "list")).await.2.as_ref(), b"v1.0.0\n");
+
+    // allow_overwrite: a new zip replaces the old one and its generated .mod.
+    assert_eq!(put(&url("go-open", "v1.0.0.zip"), library(GREET, "v1.0.0", "one")).await.0, 201);
+    let two = module_zip(
+        GREET,
+        "v1.0.0",
+        &[("go.mod", "module example.com/greet\n\ngo 1.20\n"), ("g.go", "package greet\n")],
+    );
+    assert_eq!(put(&url("go-open", "v1.0.0.zip"), two.clone()).await.0, 201);
+    assert_eq!(get(&url("go-open", "v1.0.0.zip")).await.2.as_ref(), two.as_slice());
+    assert_eq!(get(&url("go-open", "v1.0.0.mod")).await.2.as_ref(), b"module example.com/greet\n\ngo 1.20\n");
+    Ok(())
+}

@@ -95,25 +95,36 @@ pub async fn publish(target: &Repo, release: Release) -> Result<bool, GoError> {
     };
     let _guard = target.lock_writes().await;
     let mut created = false;
+    // Overwriting a zip (allow_overwrite) regenerates its documents; otherwise stored ones win.
+    let mut replacing = false;
     if let Some(entry) = zip_entry {
-        let stored_mod = stored(target, &module, &version, FileKind::Mod).await?;
-        if let (Some(inner), Some(outer)) = (&zip_mod, go_mod.clone().or(stored_mod)) {
+        let old = target.get_local(&entry.path).await?;
+        replacing = old.as_ref().is_some_and(|o| o.blob != entry.blob);
+        if replacing && !target.allow_overwrite {
+            return Err(conflict(&entry.path));
+        }
+        // The zip's go.mod must agree with a .mod uploaded with it or before it.
+        let earlier_mod = if replacing { None } else { stored(target, &module, &version, FileKind::Mod).await? };
+        if let (Some(inner), Some(outer)) = (&zip_mod, go_mod.clone().or(earlier_mod)) {
             if inner.as_slice() != outer.as_ref() {
                 return Err(GoError::BadRequest("the .mod file differs from the go.mod in the zip".into()));
             }
         }
-        created |= put_once(target, entry, false).await?;
+        if old.is_none() || replacing {
+            target.put_entry(&entry).await?;
+            created = true;
+        }
     }
     let generated_mod = || Bytes::from(zip_mod.clone().unwrap_or_else(|| format!("module {module}\n").into_bytes()));
     let has_zip = target.get_local(&paths::file(&module, version.as_str(), FileKind::Zip)).await?.is_some();
-    // Uploaded documents must match what is stored; generated ones never replace it.
+    // Uploaded documents must match what is stored; generated ones do not replace it.
     let documents = [
-        (FileKind::Mod, go_mod.map(|m| (m, false)).or_else(|| has_zip.then(|| (generated_mod(), true)))),
-        (FileKind::Info, info.map(|i| (i, false)).or_else(|| has_zip.then(|| (generated_info(&version), true)))),
+        (FileKind::Mod, go_mod.map(|m| (m, false)).or_else(|| has_zip.then(|| (generated_mod(), !replacing)))),
+        (FileKind::Info, info.map(|i| (i, false)).or_else(|| has_zip.then(|| (generated_info(&version), !replacing)))),
     ];
     for (kind, document) in documents {
-        if let Some((bytes, generated)) = document {
-            created |= put_document(target, &module, &version, kind, bytes, generated).await?;
+        if let Some((bytes, keep_existing)) = document {
+            created |= put_document(target, &module, &version, kind, bytes, keep_existing).await?;
         }
     }
     Ok(created)
@@ -194,17 +205,17 @@ async fn store_zip(
     Ok(entry(module, version, FileKind::Zip, info))
 }
 
-/// Store `.mod`/`.info`; a generated one (`generated`) never replaces an existing copy.
+/// Store `.mod`/`.info`; with `keep_existing` an existing copy wins (generated documents).
 async fn put_document(
     target: &Repo,
     module: &ModulePath,
     version: &Version,
     kind: FileKind,
     bytes: Bytes,
-    generated: bool,
+    keep_existing: bool,
 ) -> Result<bool, GoError> {
     let info = target.put_blob(Box::pin(futures::stream::once(async { Ok(bytes) })), None, None).await?;
-    put_once(target, entry(module, version, kind, info), generated).await
+    put_once(target, entry(module, version, kind, info), keep_existing).await
 }
 
 fn entry(module: &ModulePath, version: &Version, kind: FileKind, info: crate::model::BlobInfo) -> Entry {
@@ -223,14 +234,16 @@ fn entry(module: &ModulePath, version: &Version, kind: FileKind, info: crate::mo
     }
 }
 
+fn conflict(path: &str) -> GoError {
+    GoError::Conflict(format!("{path} is already published with different content"))
+}
+
 /// Record `entry` unless the path holds other bytes (409, or kept when `keep_existing`).
 async fn put_once(target: &Repo, entry: Entry, keep_existing: bool) -> Result<bool, GoError> {
     match target.get_local(&entry.path).await? {
         Some(old) if old.blob == entry.blob => Ok(false),
         Some(_) if keep_existing => Ok(false),
-        Some(_) if !target.allow_overwrite => {
-            Err(GoError::Conflict(format!("{} is already published with different content", entry.path)))
-        }
+        Some(_) if !target.allow_overwrite => Err(conflict(&entry.path)),
         _ => {
             target.put_entry(&entry).await?;
             Ok(true)
