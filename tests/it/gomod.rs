@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use anyhow::{bail, Result};
+
+use crate::server::TestServer;
 use tempfile::TempDir;
 
 /// `go-local` (hosted), `go-remote` (remote over `upstream`, lists always revalidated,
@@ -234,4 +236,31 @@ impl Drop for SumDb {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+pub const GREET: &str = "example.com/greet";
+
+/// A program that prints `greet.Hello()`.
+pub const MAIN_GO: &str =
+    "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/greet\"\n)\n\nfunc main() { fmt.Println(greet.Hello()) }\n";
+
+/// PUT a module zip to `repo`; it must be created (201).
+pub async fn publish(srv: &TestServer, repo: &str, module_escaped: &str, version: &str, zip: Vec<u8>) {
+    let url = format!("{}/{repo}/{module_escaped}/@v/{version}.zip", srv.base_url());
+    let (status, text) = put(&url, zip).await;
+    assert_eq!(status, 201, "PUT {url}: {text}");
+}
+
+/// `len` pseudo-random letters and digits (xorshift; deterministic).
+pub fn noise(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ALPHABET[(state % ALPHABET.len() as u64) as usize] as char
+        })
+        .collect()
 }

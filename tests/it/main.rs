@@ -26,6 +26,7 @@ mod cache;
 mod completeness;
 mod consistency;
 mod go;
+mod go_remote;
 #[allow(dead_code)]
 mod gomod;
 #[allow(dead_code)]
