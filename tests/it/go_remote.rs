@@ -176,7 +176,7 @@ async fn checksum_database_is_proxied() -> Result<()> {
     }
     assert_eq!(up.hits(&format!("{db}/lookup/example.com/greet@v1.0.0")), 1, "lookups are immutable: cached");
     assert_eq!(up.hits(&format!("{db}/tile/8/0/000")), 1, "tiles are immutable: cached");
-    assert!(up.hits(&format!("GET {db}/latest")) >= 2, "latest is revalidated (metadata_ttl = 0s)");
+    assert_eq!(up.hits(&format!("HEAD {db}/latest")), 1, "latest is revalidated (metadata_ttl = 0s)");
     assert_eq!(get(&format!("{}/go-remote/sumdb/other.example.com/supported", srv.base_url())).await.0, 404);
     assert_eq!(get(&format!("{}/go-local/sumdb/sum.example.com/supported", srv.base_url())).await.0, 404);
     Ok(())
@@ -239,5 +239,26 @@ async fn gosumdb_verification_works_through_the_proxy() -> Result<()> {
     let out = again.run(&["mod", "download", "example.com/twin@v1.0.0"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("SECURITY ERROR"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_list_is_revalidated_and_follows_the_upstream() -> Result<()> {
+    let up = FakeGoProxy::start().await;
+    up.file("/example.com/greet/@v/list", "v1.0.0\n");
+    let srv = TestServer::start(&go_repos(up.url(), "")).await;
+    let list = format!("{}/go-remote/{GREET}/@v/list", srv.base_url());
+    let (status, cache, body) = get(&list).await;
+    assert_eq!((status, body.as_ref()), (200, b"v1.0.0\n".as_ref()));
+    assert!(cache.unwrap_or_default().contains("uri-miss"));
+    // metadata_ttl = 0s: checked every time; an unchanged Last-Modified needs no GET.
+    let (_, cache, _) = get(&list).await;
+    assert!(cache.unwrap_or_default().contains("revalidated"));
+    assert_eq!((up.hits("GET /example.com/greet/@v/list"), up.hits("HEAD /example.com/greet/@v/list")), (1, 1));
+    // A new upstream version shows up at once.
+    up.file("/example.com/greet/@v/list", "v1.0.0\nv1.1.0\n");
+    let (_, _, body) = get(&list).await;
+    assert_eq!(body.as_ref(), b"v1.0.0\nv1.1.0\n");
+    assert_eq!(up.hits("GET /example.com/greet/@v/list"), 2);
     Ok(())
 }

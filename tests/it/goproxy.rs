@@ -1,5 +1,6 @@
 //! `FakeGoProxy`: a GOPROXY tree served from memory on 127.0.0.1 that counts every request
-//! by path before answering, answers scripted statuses (404, 410) and can hold one path's
+//! by path before answering, sends `Last-Modified` (no ETag, like a static file server),
+//! answers scripted statuses (404, 410) and can hold one path's
 //! body half-way at a gate the test opens (to prove concurrent downloads share one fetch).
 
 use std::collections::HashMap;
@@ -14,7 +15,9 @@ use tokio::sync::watch;
 
 #[derive(Default)]
 struct Tree {
-    files: Mutex<HashMap<String, Bytes>>,
+    /// Body and `Last-Modified` (a fake clock that ticks once per file written).
+    files: Mutex<HashMap<String, (Bytes, String)>>,
+    clock: std::sync::atomic::AtomicU64,
     statuses: Mutex<HashMap<String, u16>>,
     hits: Mutex<HashMap<String, usize>>,
     gated: Mutex<Option<String>>,
@@ -47,7 +50,9 @@ impl FakeGoProxy {
 
     /// Serve `body` at `/path` (absolute URL path, already escaped).
     pub fn file(&self, path: &str, body: impl Into<Bytes>) {
-        self.tree.files.lock().unwrap().insert(path.to_string(), body.into());
+        let tick = self.tree.clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + tick);
+        self.tree.files.lock().unwrap().insert(path.to_string(), (body.into(), httpdate::fmt_http_date(at)));
     }
 
     /// Serve a module version: `.info`, `.mod` and `.zip` under `/<escaped module>/@v/`.
@@ -103,7 +108,7 @@ async fn answer(State((tree, gate)): State<(Arc<Tree>, watch::Sender<bool>)>, re
         let status = StatusCode::from_u16(status).unwrap();
         return (status, format!("{status}: scripted\n")).into_response();
     }
-    let Some(body) = tree.files.lock().unwrap().get(&path).cloned() else {
+    let Some((body, modified)) = tree.files.lock().unwrap().get(&path).cloned() else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
     let held = tree.gated.lock().unwrap().as_deref() == Some(path.as_str());
@@ -119,5 +124,9 @@ async fn answer(State((tree, gate)): State<(Arc<Tree>, watch::Sender<bool>)>, re
     } else {
         Body::from(body)
     };
-    Response::builder().header(header::CONTENT_LENGTH, length).body(body).unwrap()
+    Response::builder()
+        .header(header::CONTENT_LENGTH, length)
+        .header(header::LAST_MODIFIED, modified)
+        .body(body)
+        .unwrap()
 }
