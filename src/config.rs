@@ -41,12 +41,14 @@ name = "go-local"
 format = "go"
 kind = "hosted"
 
-# A placeholder: point `upstream` at a real GOPROXY (BINARYREPO_REPOSITORY__GO_REMOTE__UPSTREAM=…).
+# A placeholder, offline so it is never contacted: to use it, set a real GOPROXY with
+# BINARYREPO_REPOSITORY__GO_REMOTE__UPSTREAM=… and BINARYREPO_REPOSITORY__GO_REMOTE__OFFLINE=false.
 [[repository]]
 name = "go-remote"
 format = "go"
 kind = "remote"
 upstream = "https://upstream.example.com"
+offline = true
 
 [[repository]]
 name = "go"
@@ -422,6 +424,14 @@ mod tests {
         let config = Config::load(None, std::iter::empty()).unwrap();
         let names: Vec<_> = config.repositories.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["docker-local", "docker-remote", "docker", "go-local", "go-remote", "go"]);
+        let env = [
+            ("BINARYREPO_REPOSITORY__GO_REMOTE__UPSTREAM".to_string(), "http://127.0.0.1:3000".to_string()),
+            ("BINARYREPO_REPOSITORY__GO_REMOTE__OFFLINE".to_string(), "false".to_string()),
+        ];
+        let specs = Config::load(None, env.into_iter()).unwrap().validate().unwrap();
+        let go_remote = specs.iter().find(|s| s.name.as_str() == "go-remote").unwrap();
+        let KindSpec::Remote(remote) = &go_remote.kind else { panic!("go-remote is not a remote") };
+        assert_eq!((remote.upstream.as_str(), remote.offline), ("http://127.0.0.1:3000/", false));
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8081");
     }
 
