@@ -15,7 +15,8 @@ use url::Url;
 
 pub const EXAMPLE: &str = include_str!("../config.example.toml");
 
-/// Used when no config file is given: a hosted, a remote (Docker Hub) and a virtual repository.
+/// Used when no config file is given: a hosted, a remote and a virtual repository per format
+/// (Docker Hub for docker; the Go remote's upstream is a placeholder to configure).
 const EMBEDDED_DEFAULT: &str = r#"
 [[repository]]
 name = "docker-local"
@@ -34,6 +35,27 @@ format = "docker"
 kind = "virtual"
 members = ["docker-local", "docker-remote"]
 deploy_to = "docker-local"
+
+[[repository]]
+name = "go-local"
+format = "go"
+kind = "hosted"
+
+# A placeholder, offline so it is never contacted: to use it, set a real GOPROXY with
+# BINARYREPO_REPOSITORY__GO_REMOTE__UPSTREAM=… and BINARYREPO_REPOSITORY__GO_REMOTE__OFFLINE=false.
+[[repository]]
+name = "go-remote"
+format = "go"
+kind = "remote"
+upstream = "https://upstream.example.com"
+offline = true
+
+[[repository]]
+name = "go"
+format = "go"
+kind = "virtual"
+members = ["go-local", "go-remote"]
+deploy_to = "go-local"
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -398,10 +420,18 @@ mod tests {
     }
 
     #[test]
-    fn embedded_default_has_three_repos() {
+    fn embedded_default_has_a_trio_per_format() {
         let config = Config::load(None, std::iter::empty()).unwrap();
         let names: Vec<_> = config.repositories.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["docker-local", "docker-remote", "docker"]);
+        assert_eq!(names, ["docker-local", "docker-remote", "docker", "go-local", "go-remote", "go"]);
+        let env = [
+            ("BINARYREPO_REPOSITORY__GO_REMOTE__UPSTREAM".to_string(), "http://127.0.0.1:3000".to_string()),
+            ("BINARYREPO_REPOSITORY__GO_REMOTE__OFFLINE".to_string(), "false".to_string()),
+        ];
+        let specs = Config::load(None, env.into_iter()).unwrap().validate().unwrap();
+        let go_remote = specs.iter().find(|s| s.name.as_str() == "go-remote").unwrap();
+        let KindSpec::Remote(remote) = &go_remote.kind else { panic!("go-remote is not a remote") };
+        assert_eq!((remote.upstream.as_str(), remote.offline), ("http://127.0.0.1:3000/", false));
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8081");
     }
 

@@ -14,7 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (with no config: docker-local, docker-remote → Docker Hub, docker virtual).
+    /// Run the server (with no config: docker-local, docker-remote → Docker Hub, docker virtual,
+    /// and go-local, go-remote (upstream to configure), go virtual).
     Serve {
         /// TOML config file.
         #[arg(long, env = "BINARYREPO_CONFIG")]

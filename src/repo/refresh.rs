@@ -1,6 +1,7 @@
 //! One refresh of a cached document (tag, index, list), owned so it runs detached from the
-//! request that started it: a HEAD revalidation (digest header or ETag compare), a GET when
-//! the document changed or was never cached, and serve-stale when the upstream fails.
+//! request that started it: a HEAD revalidation (digest header, else ETag, else Last-Modified
+//! compare), a GET when the document changed or was never cached, and serve-stale when the
+//! upstream fails.
 
 use super::remote::{CacheStatus, Misses, UpstreamRequest};
 use super::upstream::Upstream;
@@ -10,6 +11,9 @@ use crate::storage::blob::put_bytes;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use std::sync::Arc;
+
+/// The attribute of a cached document holding the upstream's `Last-Modified`.
+const LAST_MODIFIED: &str = "upstream_last_modified";
 
 /// What every waiter of a refresh gets (cloned to each).
 #[derive(Debug, Clone)]
@@ -70,7 +74,7 @@ impl Refresh {
         let request = &self.request;
         let response = self.upstream.send(Method::HEAD, request).await?;
         let status = response.status();
-        if status == StatusCode::NOT_FOUND {
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
             return Ok(Check::Changed);
         }
         if matches!(status, StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED) {
@@ -84,10 +88,12 @@ impl Refresh {
             response.headers().get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_string())
         };
         let upstream_digest = request.digest_header.and_then(header);
-        let same = match (upstream_digest, header("etag")) {
-            (Some(digest), _) => digest == entry.digest,
-            (None, Some(etag)) => entry.etag.as_deref().map(|e| e.trim_matches('"')) == Some(etag.as_str()),
-            (None, None) => false,
+        let same = match (upstream_digest, header("etag"), header("last-modified")) {
+            (Some(digest), _, _) => digest == entry.digest,
+            (None, Some(etag), _) => entry.etag.as_deref().map(|e| e.trim_matches('"')) == Some(etag.as_str()),
+            // Static file servers send no ETag: an unchanged Last-Modified is the next best validator.
+            (None, None, Some(modified)) => entry.attrs.get(LAST_MODIFIED).and_then(|v| v.as_str()) == Some(&modified),
+            (None, None, None) => false,
         };
         Ok(if same { Check::Unchanged } else { Check::Changed })
     }
@@ -100,6 +106,7 @@ impl Refresh {
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let media_type = header("content-type");
         let etag = header("etag");
+        let modified = header("last-modified");
         let claimed = request.digest_header.and_then(header);
         let body = read_limited(response, limit).await?;
         if let Some(validate) = request.validate {
@@ -119,7 +126,10 @@ impl Refresh {
         let info = put_bytes(self.stores.blobs.as_ref(), body, Some(&digest))
             .await
             .map_err(|e| RepoError::Corrupt(e.to_string()))?;
-        let entry = cached_entry(&self.repo, &self.path, &digest, &info, media_type, request, etag);
+        let mut entry = cached_entry(&self.repo, &self.path, &digest, &info, media_type, request, etag);
+        if let Some(modified) = modified {
+            entry.attrs = serde_json::json!({ LAST_MODIFIED: modified });
+        }
         self.stores.meta.put_entry(&entry).await?;
         Ok(entry)
     }

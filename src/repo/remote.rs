@@ -132,11 +132,13 @@ impl Remote {
 
     pub async fn get(&self, repo: &Repo, path: &str, request: UpstreamRequest) -> Result<Option<Found>, RepoError> {
         let cached = repo.get_local(path).await?;
+        // Excluded packages (private names) never reach the upstream: the cache only.
+        let local_only = self.spec.offline || request.package.as_deref().is_some_and(|p| self.spec.excludes(p));
         if let Some(entry) = &cached {
-            if self.spec.offline || self.is_fresh(entry, request.freshness) {
+            if local_only || self.is_fresh(entry, request.freshness) {
                 return Ok(Some(found(repo, entry.clone(), CacheStatus::Hit)));
             }
-        } else if self.spec.offline || self.misses.recent(path) {
+        } else if local_only || self.misses.recent(path) {
             return Ok(None);
         }
         match request.document_limit {

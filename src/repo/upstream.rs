@@ -111,12 +111,13 @@ impl Upstream {
         self.request(&method, &url, &headers, Some(&authorization), timeout).await
     }
 
-    /// GET that must answer 200: a 404 is `NotFound`, anything else an `Upstream` error.
+    /// GET that must answer 200: a 404 or 410 is `NotFound`, anything else an `Upstream` error.
     pub async fn get(&self, request: &UpstreamRequest) -> Result<Response, RepoError> {
         let response = self.send(Method::GET, request).await?;
         match response.status() {
             StatusCode::OK => Ok(response),
-            StatusCode::NOT_FOUND => Err(RepoError::NotFound),
+            // 410 Gone is a miss too: some upstreams answer it for what they will never have.
+            StatusCode::NOT_FOUND | StatusCode::GONE => Err(RepoError::NotFound),
             status => Err(RepoError::Upstream { status: status.as_u16(), message: format!("GET {}", request.path) }),
         }
     }

@@ -226,7 +226,14 @@ async fn starts_without_config_file_with_default_repositories() -> Result<()> {
     assert!(!srv.config_path().exists(), "the test must not have written a config file");
 
     let log = srv.log();
-    for repo in ["docker-local (docker, hosted)", "docker-remote (docker, remote", "docker (docker, virtual"] {
+    for repo in [
+        "docker-local (docker, hosted)",
+        "docker-remote (docker, remote",
+        "docker (docker, virtual",
+        "go-local (go, hosted)",
+        "go-remote (go, remote",
+        "go (go, virtual",
+    ] {
         assert!(log.contains(repo), "log does not describe {repo:?}:\n{log}");
     }
     assert!(
@@ -345,7 +352,14 @@ async fn sample_config_starts() -> Result<()> {
     env.push(listen_env(port));
     let srv = TestServer::start_with_file(port, &sample, ServerOptions { env, ..Default::default() }).await;
     let log = srv.log();
-    for repo in ["docker-local (docker, hosted)", "docker-remote (docker, remote", "docker (docker, virtual"] {
+    for repo in [
+        "docker-local (docker, hosted)",
+        "docker-remote (docker, remote",
+        "docker (docker, virtual",
+        "go-local (go, hosted)",
+        "go-remote (go, remote",
+        "go (go, virtual",
+    ] {
         assert!(log.contains(repo), "log does not describe {repo:?}:\n{log}");
     }
     // Its relative storage path is under the working directory, and pushes work.

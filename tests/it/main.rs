@@ -25,6 +25,12 @@ mod api;
 mod cache;
 mod completeness;
 mod consistency;
+mod go;
+mod go_remote;
+#[allow(dead_code)]
+mod gomod;
+#[allow(dead_code)]
+mod goproxy;
 mod harness;
 mod hosted;
 mod remote;
