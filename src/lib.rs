@@ -24,6 +24,8 @@ pub struct App {
     pub config: Config,
     pub repos: Arc<Repos>,
     specs: Vec<RepoSpec>,
+    /// Held for the life of the process: see [`lock_data_dir`].
+    _data_lock: std::fs::File,
 }
 
 impl App {
@@ -32,12 +34,13 @@ impl App {
         let data = &config.storage.path;
         std::fs::create_dir_all(data)
             .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
+        let data_lock = lock_data_dir(data)?;
         let blobs = FsBlobStore::open(data).await?;
         let meta = SqliteMetaStore::open(&data.join("metadata.db")).await?;
         let meta = CachedMetaStore::new(Arc::new(meta));
         let stores = Arc::new(Stores::new(Arc::new(blobs), Arc::new(meta)));
         let repos = build_repos(&specs, &stores)?;
-        Ok(App { config, repos: Arc::new(repos), specs })
+        Ok(App { config, repos: Arc::new(repos), specs, _data_lock: data_lock })
     }
 
     /// The main listener plus one per repository `port`.
@@ -89,6 +92,29 @@ impl App {
             _ => None,
         };
         http::serve(self.listeners(), tls).await
+    }
+}
+
+/// One process per data directory: its caches (catalog entries, tags, misses) assume nobody
+/// else writes the database, and its in-flight uploads and fetches live in `uploads/`. The
+/// lock is an advisory `flock`, released by the kernel when the process ends however it ends.
+fn lock_data_dir(data: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data.join("binaryrepo.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "data directory {} is in use by another binaryrepo process (lock {}); \
+             give each server its own storage.path",
+            data.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
     }
 }
 

@@ -4,6 +4,7 @@
 //! (DESIGN.md invariants 6–8).
 
 pub mod budget;
+mod claims;
 mod documents;
 pub mod flights;
 mod refresh;
@@ -30,6 +31,8 @@ pub enum RepoError {
     Unreachable(String),
     #[error("upstream content failed verification: {0}")]
     Corrupt(String),
+    #[error("another request is working on {0}")]
+    Busy(String),
     #[error(transparent)]
     Blob(#[from] BlobError),
     #[error(transparent)]
@@ -41,11 +44,12 @@ pub struct Stores {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn MetaStore>,
     documents: documents::DocumentCache,
+    uploads: claims::Claims,
 }
 
 impl Stores {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Stores {
-        Stores { blobs, meta, documents: Default::default() }
+        Stores { blobs, meta, documents: Default::default(), uploads: Default::default() }
     }
 }
 
@@ -107,6 +111,12 @@ impl Repo {
     /// one database need a database lock instead).
     pub async fn lock_writes(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writes.lock().await
+    }
+
+    /// Claim upload session `id` for this request (see [`claims`]): `Busy` while another
+    /// request holds it.
+    pub fn claim_upload(&self, id: &str) -> Result<claims::Claim, RepoError> {
+        self.stores.uploads.claim(id)
     }
 
     pub fn stores(&self) -> &Stores {

@@ -644,3 +644,25 @@ async fn native_tls_push_and_inspect() -> Result<()> {
     assert_eq!(run(again).await?, img.manifest("busybox", "1.0"));
     Ok(())
 }
+
+/// A second server on a data directory in use refuses to start, naming the directory: two
+/// processes would each trust their own caches over one database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_in_use_is_refused() -> Result<()> {
+    let srv = TestServer::start(&docker_repos(NO_UPSTREAM)).await;
+    let data = srv.data_dir();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{}\"\n[storage]\npath = \"{}\"\n{}",
+        free_port(),
+        data.display(),
+        docker_repos(NO_UPSTREAM)
+    );
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("second.toml"), config)?;
+    let (ok, _, stderr) = run_binary(dir.path(), &["serve", "--config", "second.toml"], &[]).await?;
+    assert!(!ok, "a second server started on {}", data.display());
+    assert!(stderr.contains("in use by another binaryrepo process"), "{stderr}");
+    let still = OciClient::new(&srv.base_url()).get("/v2/").await?;
+    assert_eq!(still.status, StatusCode::OK, "the first server keeps serving");
+    Ok(())
+}

@@ -885,3 +885,42 @@ async fn silent_upstream_blob_fetch_gives_up_after_upstream_timeout() -> Result<
     holder.abort();
     Ok(())
 }
+
+/// A push through a virtual repository HEADs each blob to skip uploads: that must not wait on
+/// (or download from) a remote member's upstream. With a remote whose upstream never answers
+/// (and the default 20 s `upstream_timeout`), skopeo pushes through the virtual repository
+/// within a client bound shorter than one upstream wait, and the image lands in `deploy_to`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_through_a_virtual_repository_does_not_wait_on_a_silent_upstream() -> Result<()> {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let silent_url = format!("http://{}", silent.local_addr()?);
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let repos = "\n[[repository]]\nname = \"local\"\nformat = \"docker\"\nkind = \"hosted\"\n".to_string()
+        + &remote("silent", &silent_url, "")
+        + "\n[[repository]]\nname = \"both\"\nformat = \"docker\"\nkind = \"virtual\"\n"
+        + "members = [\"local\", \"silent\"]\ndeploy_to = \"local\"\n";
+    let srv = TestServer::start(&repos).await;
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
+    let oci = OciClient::with_http(&srv.base_url(), client);
+    let image = TestImage::new(42, &[4096, 8192]);
+    let head = oci.head_blob("both/app", &image.layer_digest(0)).await.context("HEAD must not wait on the upstream")?;
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+    image.push(&oci, "both/app", "1.0").await.context("push through the virtual repository")?;
+    let head = oci.head_blob("both/app", &image.layer_digest(1)).await?;
+    assert_eq!(head.status, StatusCode::OK, "a pushed blob is found through the virtual repository");
+    // skopeo HEADs every blob before it uploads it.
+    let img = crate::images::images();
+    let dst = format!("docker://{}/both/busybox:1.0", srv.addr());
+    let (skopeo, src) = (crate::clients::Skopeo::new(), img.oci("busybox", "1.0"));
+    let copy = skopeo.copy(&src, &dst);
+    tokio::time::timeout(Duration::from_secs(15), copy).await.context("skopeo waited on the upstream")??;
+    let pulled = oci.get_manifest("local/busybox", "1.0").await?;
+    assert_eq!(pulled.status, StatusCode::OK, "{}", pulled.text());
+    holder.abort();
+    Ok(())
+}

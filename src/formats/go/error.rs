@@ -61,6 +61,7 @@ fn repo_wire(e: &RepoError) -> (u16, String) {
             tracing::warn!("upstream content rejected: {why}");
             (502, format!("the upstream proxy sent content that failed verification: {why}"))
         }
+        RepoError::Busy(what) => (409, format!("another request is writing to {what}; retry")),
         RepoError::Blob(BlobError::TooLarge(limit)) => (413, format!("content exceeds the limit of {limit} bytes")),
         RepoError::Blob(BlobError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
             (400, "the request body ended before it was complete".into())

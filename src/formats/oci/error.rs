@@ -137,6 +137,11 @@ impl From<RepoError> for OciError {
             RepoError::Blob(BlobError::UploadNotFound) => {
                 OciError::new(ErrorCode::BlobUploadUnknown, "upload unknown to registry")
             }
+            RepoError::Busy(what) => OciError::new(
+                ErrorCode::RangeInvalid,
+                format!("another request is writing to upload {what}; send the next chunk after it ended"),
+            )
+            .with_status(416),
             RepoError::Blob(BlobError::OffsetMismatch { current, requested }) => OciError::new(
                 ErrorCode::RangeInvalid,
                 format!("chunk starts at {requested} but the upload has {current} bytes"),

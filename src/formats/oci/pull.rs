@@ -128,7 +128,11 @@ pub async fn get_blob(
     headers: &HeaderMap,
 ) -> Result<Response, OciError> {
     let upstream = |remote: &Remote| blob_request(remote, name, digest);
-    let lookup = Lookup { path: paths::blob(digest), upstream: Some(&upstream) };
+    // Pushing clients HEAD every blob through the virtual repository they push to, to skip the
+    // upload of what is there: that answers from what the members hold (stored or cached),
+    // never by downloading from, or waiting on, a remote member's upstream.
+    let from_upstream = !(head && repo.is_virtual());
+    let lookup = Lookup { path: paths::blob(digest), upstream: from_upstream.then_some(&upstream as _) };
     let unknown = || OciError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown to this repository"));
     let found =
         repo.get(&lookup).await.map_err(|e| OciError::from_repo(e, ErrorCode::BlobUnknown))?.ok_or_else(unknown)?;

@@ -175,6 +175,7 @@ pub async fn patch_upload(
     req: Request<Body>,
 ) -> Result<Response, OciError> {
     let target = repo.write_target()?;
+    let _claim = target.claim_upload(id)?;
     session(target, name, id).await?;
     let current = target.blobs().upload_size(id).await?;
     let out_of_range = || {
@@ -214,6 +215,7 @@ pub async fn finish_upload(
     req: Request<Body>,
 ) -> Result<Response, OciError> {
     let target = repo.write_target()?;
+    let _claim = target.claim_upload(id)?;
     session(target, name, id).await?;
     let current = target.blobs().upload_size(id).await?;
     target.blobs().append_upload(id, current, body_stream(req), None).await?;
@@ -238,6 +240,7 @@ async fn cancel(target: &Repo, id: &str) -> Result<(), OciError> {
 
 pub async fn cancel_upload(repo: &Repo, name: &str, id: &str) -> Result<Response, OciError> {
     let target = repo.write_target()?;
+    let _claim = target.claim_upload(id)?;
     session(target, name, id).await?;
     cancel(target, id).await?;
     respond(Response::builder().status(StatusCode::NO_CONTENT))

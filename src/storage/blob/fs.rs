@@ -111,10 +111,19 @@ impl FsBlobStore {
         let target = self.blob_path(sha256);
         let dir = target.parent().ok_or(BlobError::NotFound)?;
         fs::create_dir_all(dir).await?;
-        if fs::try_exists(&target).await? {
+        let stored = match fs::metadata(&target).await {
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        if stored.is_some() && stored == Some(fs::metadata(temp).await?.len()) {
             // Same content already stored: single instance, drop the temporary copy.
             fs::remove_file(temp).await?;
             return Ok(());
+        }
+        if let Some(size) = stored {
+            // A stored copy of another size cannot hash to its name: the verified bytes replace it.
+            tracing::warn!("blob {sha256} on disk has {size} bytes, not its verified size: replaced");
         }
         fs::rename(temp, &target).await?;
         File::open(dir).await?.sync_all().await?;
@@ -383,6 +392,17 @@ mod tests {
         assert_eq!(store.stat(&wrong).await.unwrap(), None);
         let mut leftovers = fs::read_dir(dir.path().join("uploads")).await.unwrap();
         assert!(leftovers.next_entry().await.unwrap().is_none(), "failed put left a temp file");
+    }
+
+    #[tokio::test]
+    async fn a_stored_copy_of_the_wrong_size_is_replaced_by_verified_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let digest = Digest::sha256_of(b"hello");
+        put_bytes(&store, Bytes::from_static(b"hello"), Some(&digest)).await.unwrap();
+        std::fs::write(store.blob_path(&digest), b"").unwrap();
+        put_bytes(&store, Bytes::from_static(b"hello"), Some(&digest)).await.unwrap();
+        assert_eq!(collect(store.open(&digest, None).await.unwrap()).await, b"hello");
     }
 
     #[tokio::test]
