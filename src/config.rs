@@ -272,6 +272,9 @@ impl Config {
                 }
             }
             let kind = repo.kind_spec().map_err(|p| fail(&p))?;
+            if repo.allow_overwrite && repo.format == FormatKind::Docker {
+                return Err(fail("allow_overwrite applies to helm and go repositories (docker tags always move)"));
+            }
             let (port, hosts, allow_overwrite) = (repo.port, repo.hosts.clone(), repo.allow_overwrite);
             specs.push(RepoSpec { name, format: repo.format, kind, port, hosts, allow_overwrite });
         }
@@ -498,5 +501,8 @@ mod tests {
         assert!(err.unwrap_err().to_string().contains("takes no upstream"));
         let err = load_str("[[repository]]\nname=\"r\"\nformat=\"helm\"\nkind=\"remote\"\nupstream=\"http://x\"\nallow_overwrite=true\n", &[]);
         assert!(err.unwrap_err().to_string().contains("hosted repositories only"));
+        let err =
+            load_str("[[repository]]\nname=\"d\"\nformat=\"docker\"\nkind=\"hosted\"\nallow_overwrite=true\n", &[]);
+        assert!(err.unwrap_err().to_string().contains("docker tags always move"));
     }
 }

@@ -20,7 +20,12 @@ const LAST_MODIFIED: &str = "upstream_last_modified";
 pub enum Refreshed {
     Found(Box<Entry>, CacheStatus),
     Missing,
-    Failed { status: Option<u16>, message: String },
+    Failed {
+        status: Option<u16>,
+        message: String,
+    },
+    /// The upstream answered with content that failed verification (digest, size, format).
+    Rejected(String),
 }
 
 pub struct Refresh {
@@ -48,6 +53,7 @@ impl Refresh {
                     Refreshed::Missing
                 }
                 Err(RepoError::Upstream { status, message }) => Refreshed::Failed { status: Some(status), message },
+                Err(RepoError::Corrupt(why)) => Refreshed::Rejected(why),
                 Err(e) => Refreshed::Failed { status: None, message: e.to_string() },
             };
         };

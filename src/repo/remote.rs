@@ -187,6 +187,7 @@ impl Remote {
             Refreshed::Missing => Ok(None),
             Refreshed::Failed { status: Some(status), message } => Err(RepoError::Upstream { status, message }),
             Refreshed::Failed { status: None, message } => Err(RepoError::Unreachable(message)),
+            Refreshed::Rejected(why) => Err(RepoError::Corrupt(why)),
         }
     }
 

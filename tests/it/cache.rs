@@ -601,7 +601,11 @@ async fn rate_limited_upstream_is_left_alone_and_its_budget_shown() -> Result<()
         assert!(is_stale(&m), "pull {i}: {:?}", m.headers);
         assert_eq!(oci.head_manifest(name, "latest").await?.status, StatusCode::OK);
     }
-    oci.get_manifest(name, "other").await?.assert_error(429, &["TOOMANYREQUESTS"]);
+    let limited = oci.get_manifest(name, "other").await?;
+    limited.assert_error(429, &["TOOMANYREQUESTS"]);
+    let retry_after: u64 = limited.header("retry-after").unwrap_or("").parse().context("Retry-After on a 429")?;
+    assert!(retry_after > 0 && retry_after <= 30, "Retry-After {retry_after}");
+    assert!(limited.header("cache-status").is_some_and(|s| s.contains("TOOMANYREQUESTS")), "{:?}", limited.headers);
     let absent = sha256_digest(b"never fetched");
     let blob = oci.get_blob(name, &absent).await?;
     assert_eq!(fake.total_hits(), hits, "requests reached a rate-limited upstream: {:?}", fake.all_hits());
@@ -643,7 +647,9 @@ async fn missing_tags_are_asked_for_once_within_negative_ttl() -> Result<()> {
     fake.clear_manifest_gate();
 
     for _ in 0..5 {
-        oci.get_manifest(name, "missing").await?.assert_error(404, &["MANIFEST_UNKNOWN"]);
+        let missed = oci.get_manifest(name, "missing").await?;
+        missed.assert_error(404, &["MANIFEST_UNKNOWN"]);
+        assert!(missed.header("cache-status").is_some_and(|s| s.starts_with("binaryrepo;")), "{:?}", missed.headers);
         assert_eq!(oci.head_manifest(name, "missing").await?.status, StatusCode::NOT_FOUND);
     }
     assert_eq!(fake.hits("GET", &missing) + fake.hits("HEAD", &missing), 1, "{:?}", fake.all_hits());
@@ -922,5 +928,40 @@ async fn push_through_a_virtual_repository_does_not_wait_on_a_silent_upstream() 
     let pulled = oci.get_manifest("local/busybox", "1.0").await?;
     assert_eq!(pulled.status, StatusCode::OK, "{}", pulled.text());
     holder.abort();
+    Ok(())
+}
+
+/// `exclude` on a docker remote: names matching a pattern never reach the upstream (no
+/// manifest, tag list or blob request carries them), other names pull as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_image_names_never_reach_the_upstream() -> Result<()> {
+    let fake = FakeUpstream::start_as("corp/app", "1.0", TestImage::new(43, &[2048])).await;
+    let repos = remote("hub", &fake.url(), "exclude = [\"corp/*\"]");
+    let srv = TestServer::start(&repos).await;
+    let oci = OciClient::new(&srv.base_url());
+    oci.get_manifest("hub/corp/app", "1.0").await?.assert_error(404, &["MANIFEST_UNKNOWN"]);
+    oci.get_blob("hub/corp/app", &fake.image().layer_digest(0)).await?.assert_error(404, &["BLOB_UNKNOWN"]);
+    let tags = oci.tags("hub/corp/app", None, None).await?;
+    assert_eq!(tags.status, StatusCode::NOT_FOUND, "{}", tags.text());
+    assert_eq!(fake.total_hits(), 0, "excluded names reached the upstream: {:?}", fake.all_hits());
+    Ok(())
+}
+
+/// A manifest the upstream sends corrupted (its bytes do not hash to the digest it claims) is
+/// not cached, and the client is told what went wrong: 502 naming the verification, not a
+/// 503 saying the upstream is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_upstream_manifest_is_a_502_that_says_so() -> Result<()> {
+    let fake = FakeUpstream::start(TestImage::new(44, &[1000])).await;
+    fake.set_manifest_fault(Fault::Corrupt);
+    let srv = TestServer::start(&docker_repos(&fake.url())).await;
+    let oci = OciClient::new(&srv.base_url());
+    let bad = oci.get_manifest("docker-remote/busybox", "latest").await?;
+    assert_eq!(bad.status, StatusCode::BAD_GATEWAY, "{}", bad.text());
+    assert!(bad.text().contains("failed verification"), "{}", bad.text());
+    fake.set_manifest_fault(Fault::None);
+    let good = oci.get_manifest("docker-remote/busybox", "latest").await?;
+    assert_eq!(good.status, StatusCode::OK, "nothing bad was cached: {}", good.text());
+    assert_eq!(good.body.as_ref(), fake.image().manifest.as_slice());
     Ok(())
 }

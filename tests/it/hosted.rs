@@ -86,6 +86,16 @@ async fn skopeo_copy_all_oci_index() -> Result<()> {
     assert_eq!(layout_digest(&back, "1.0"), want);
     // index + 2 × (manifest + config + layer)
     assert_eq!(verify_layout_blobs(&back), 7);
+
+    // A child an index still lists is not deleted (the index would break); after the index is
+    // gone, it is.
+    let child = descriptors(&index.body)[0].digest.clone();
+    let refused = oci.delete_manifest("docker-local/multi", &child).await?;
+    refused.assert_error(405, &["UNSUPPORTED"]);
+    assert!(refused.text().contains(want), "names the index: {}", refused.text());
+    sk.copy_all(&dst, &format!("oci:{}:again", back.display())).await?;
+    assert_eq!(oci.delete_manifest("docker-local/multi", want).await?.status, 202);
+    assert_eq!(oci.delete_manifest("docker-local/multi", &child).await?.status, 202);
     Ok(())
 }
 

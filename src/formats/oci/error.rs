@@ -33,6 +33,10 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// The wire code and its default status, in one table.
+    pub fn as_str(self) -> &'static str {
+        self.wire().0
+    }
+
     fn wire(self) -> (&'static str, u16) {
         match self {
             ErrorCode::BlobUnknown => ("BLOB_UNKNOWN", 404),
@@ -84,6 +88,18 @@ impl OciError {
         self
     }
     /// A repository error in the context of a manifest or blob lookup.
+    /// A 429 says when to come back: the longest wait among the remotes behind `repo`.
+    pub fn with_retry_after(self, repo: &crate::repo::Repo) -> OciError {
+        if self.code != ErrorCode::TooManyRequests {
+            return self;
+        }
+        let remotes = repo.readable().into_iter().filter_map(|r| r.remote());
+        match remotes.map(|r| r.budget().blocked_for_secs).max() {
+            Some(wait) if wait > 0 => self.with_header(header::RETRY_AFTER, wait.to_string()),
+            _ => self,
+        }
+    }
+
     pub fn from_repo(e: RepoError, missing: ErrorCode) -> OciError {
         match e {
             RepoError::NotFound => OciError::new(missing, "not found"),

@@ -17,10 +17,10 @@ pub mod route;
 use super::{mount, Ctx, Format};
 use crate::auth::Principal;
 use crate::model::{Action, FormatKind};
-use crate::repo::{Freshness, Remote, Repo, Repos, UpstreamRequest};
+use crate::repo::{Freshness, Remote, Repo, RepoKind, Repos, UpstreamRequest};
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{Method, Request};
+use axum::http::{header, Method, Request};
 use axum::response::{IntoResponse, Response};
 use error::{ErrorCode, OciError};
 use route::Route;
@@ -44,7 +44,8 @@ impl Format for Oci {
     }
 
     async fn serve(&self, repo: &Arc<Repo>, ctx: &Ctx, route: Route, req: Request<Body>) -> Result<Response, OciError> {
-        match route {
+        let read = route::action(&route) == Action::Read;
+        let result = match route {
             Route::GetManifest { name, reference, head } => pull::get_manifest(repo, &name, &reference, head).await,
             Route::GetBlob { name, digest, head } => pull::get_blob(repo, &name, &digest, head, req.headers()).await,
             Route::PutManifest { name, reference } => push::put_manifest(repo, ctx, &name, &reference, req).await,
@@ -62,6 +63,31 @@ impl Format for Oci {
                 lists::referrers(repo, &name, &digest, artifact_type.as_deref()).await
             }
             Route::Catalog { page } => lists::catalog(std::slice::from_ref(repo), false, &page).await,
+        };
+        match read && !matches!(repo.kind, RepoKind::Hosted) {
+            true => with_cache_status(repo, result),
+            false => result,
+        }
+    }
+}
+
+/// Every read answer of a remote or virtual repository says what the cache did (RFC 9211). The
+/// handlers set it where one entry decided the answer; answers assembled from several members
+/// (referrers) and errors get a `detail` instead, and a 429 tells when the upstream takes
+/// requests again.
+fn with_cache_status(repo: &Repo, result: Result<Response, OciError>) -> Result<Response, OciError> {
+    const CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
+    match result {
+        Ok(mut response) => {
+            if !response.headers().contains_key(&CACHE_STATUS) {
+                let value = header::HeaderValue::from_static("binaryrepo; detail=\"assembled from members\"");
+                response.headers_mut().insert(CACHE_STATUS, value);
+            }
+            Ok(response)
+        }
+        Err(e) => {
+            let value = format!("binaryrepo; detail=\"{}\"", e.code.as_str());
+            Err(e.with_retry_after(repo).with_header(CACHE_STATUS, value))
         }
     }
 }
@@ -173,7 +199,8 @@ pub fn upstream_request(remote: &Remote, name: &str, endpoint: &str, freshness: 
         accept: Vec::new(),
         freshness,
         expected: None,
-        package: None,
+        // The image name: the remote's `exclude` patterns keep private names off the upstream.
+        package: Some(name.to_string()),
         auth_scope: Some(format!("repository:{upstream}:pull")),
         document_limit: None,
         digest_header: None,

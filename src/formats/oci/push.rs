@@ -355,6 +355,14 @@ pub async fn delete_manifest(repo: &Repo, name: &str, reference: &Reference) -> 
             }
         }
         Reference::Digest(digest) => {
+            let _writes = target.lock_writes().await;
+            let uses = |m: &manifest::Manifest| m.children.iter().any(|(d, _)| d == digest);
+            if let Some(index) = manifest_using(target, &paths::manifests(name), uses).await? {
+                return Err(OciError::new(
+                    ErrorCode::Unsupported,
+                    format!("manifest {digest} is a child of index {index}; delete that index first"),
+                ));
+            }
             if !target.delete_entry(&paths::manifest(name, digest)).await? {
                 return Err(unknown());
             }
@@ -384,7 +392,8 @@ pub async fn delete_blob(repo: &Repo, digest: &Digest) -> Result<Response, OciEr
     if target.get_local(&paths::blob(digest)).await?.is_none() {
         return Err(OciError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown to this repository")));
     }
-    if let Some(user) = manifest_using(target, digest).await? {
+    let uses = |m: &manifest::Manifest| m.blobs.iter().any(|(d, _)| d == digest);
+    if let Some(user) = manifest_using(target, "", uses).await? {
         return Err(OciError::new(
             ErrorCode::Unsupported,
             format!("blob {digest} is used by manifest {user}; delete that manifest first"),
@@ -394,15 +403,20 @@ pub async fn delete_blob(repo: &Repo, digest: &Digest) -> Result<Response, OciEr
     respond(Response::builder().status(StatusCode::ACCEPTED))
 }
 
-/// The first manifest in `target` that references `digest` (a scan: deletes are rare).
-async fn manifest_using(target: &Repo, digest: &Digest) -> Result<Option<String>, OciError> {
+/// The first manifest under `prefix` in `target` for which `uses` holds, as `name@digest` (a
+/// scan: deletes are rare).
+async fn manifest_using(
+    target: &Repo,
+    prefix: &str,
+    uses: impl Fn(&manifest::Manifest) -> bool,
+) -> Result<Option<String>, OciError> {
     let mut after: Option<String> = None;
     loop {
-        let page = target.list("", after.as_deref(), 500).await?;
+        let page = target.list(prefix, after.as_deref(), 500).await?;
         for entry in page.iter().filter(|e| e.path.contains("/_manifests/")) {
             let bytes = target.read_entry(entry, MAX_MANIFEST).await?;
             let Ok(parsed) = manifest::parse(&bytes, entry.media_type.as_deref()) else { continue };
-            if parsed.blobs.iter().any(|(d, _)| d == digest) {
+            if uses(&parsed) {
                 return Ok(Some(entry.path.replace("/_manifests/", "@")));
             }
         }
