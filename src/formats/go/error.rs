@@ -63,6 +63,10 @@ fn repo_wire(e: &RepoError) -> (u16, String) {
         }
         RepoError::Busy(what) => (409, format!("another request is writing to {what}; retry")),
         RepoError::Blob(BlobError::TooLarge(limit)) => (413, format!("content exceeds the limit of {limit} bytes")),
+        RepoError::Blob(BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+            tracing::error!("storage full: {e}");
+            (507, "the repository's storage is full; nothing was stored".into())
+        }
         RepoError::Blob(BlobError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
             (400, "the request body ended before it was complete".into())
         }

@@ -166,6 +166,10 @@ impl From<RepoError> for OciError {
                 tracing::info!("request body ended early: {e}");
                 OciError::new(ErrorCode::BlobUploadInvalid, "the request body ended before it was complete")
             }
+            RepoError::Blob(BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                tracing::error!("storage full: {e}");
+                OciError::new(ErrorCode::Unknown, "the registry's storage is full; nothing was stored").with_status(507)
+            }
             internal @ (RepoError::Blob(BlobError::Io(_)) | RepoError::Meta(_)) => {
                 tracing::error!("internal error: {internal}");
                 OciError::new(ErrorCode::Unknown, "internal server error")
@@ -200,5 +204,21 @@ impl IntoResponse for OciError {
             }
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_causes_map_to_statuses_without_leaking_details() {
+        let io = |kind| RepoError::Blob(BlobError::Io(std::io::Error::from(kind)));
+        let full = OciError::from(io(std::io::ErrorKind::StorageFull));
+        assert_eq!((full.status, full.code), (507, ErrorCode::Unknown));
+        let other = OciError::from(io(std::io::ErrorKind::PermissionDenied));
+        assert_eq!((other.status, other.message.as_str()), (500, "internal server error"));
+        let busy = OciError::from(RepoError::Busy("u1".into()));
+        assert_eq!((busy.status, busy.code), (416, ErrorCode::RangeInvalid));
     }
 }
