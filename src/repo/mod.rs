@@ -93,6 +93,18 @@ impl Found {
             Source::Cached(s) | Source::Streaming(_, s) => Some(s),
         }
     }
+
+    /// The RFC 9211 `Cache-Status` value for an answer of `asked`: what the remote cache did,
+    /// or, for a virtual repository serving a hosted member's copy, a hit on that member.
+    pub fn cache_status_header(&self, asked: &Repo) -> Option<String> {
+        match self.cache_status() {
+            Some(status) => Some(status.header_value()),
+            None if asked.is_virtual() => {
+                Some(format!("{}; detail=\"member {}\"", CacheStatus::Hit.header_value(), self.repo))
+            }
+            None => None,
+        }
+    }
 }
 
 /// A catalog lookup; `upstream` says how a remote repository would fetch it on a miss.

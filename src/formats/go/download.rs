@@ -8,7 +8,7 @@ use super::module::{ModulePath, Version};
 use super::paths;
 use super::route::FileKind;
 use crate::model::Entry;
-use crate::repo::{CacheStatus, Found, Freshness, Lookup, Remote, Repo, RepoError, RepoKind, UpstreamRequest};
+use crate::repo::{Found, Freshness, Lookup, Remote, Repo, RepoError, RepoKind, UpstreamRequest};
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
@@ -124,22 +124,11 @@ pub async fn respond(repo: &Repo, found: Found, holder: &Repo, content_type: &st
     if !found.entry.digest.is_empty() {
         response = response.header(header::ETAG, format!("\"{}\"", found.entry.digest));
     }
-    if let Some(status) = cache_status(repo, &found) {
+    if let Some(status) = found.cache_status_header(repo) {
         response = response.header("Cache-Status", status);
     }
     let stream = holder.open(found, None).await?;
     response.body(Body::from_stream(stream)).map_err(|e| GoError::Repo(RepoError::Corrupt(e.to_string())))
-}
-
-/// RFC 9211 `Cache-Status` for remote answers; a virtual repository names the member it used.
-fn cache_status(repo: &Repo, found: &Found) -> Option<String> {
-    match found.cache_status() {
-        Some(status) => Some(status.header_value()),
-        None if repo.is_virtual() => {
-            Some(format!("{}; detail=\"member {}\"", CacheStatus::Hit.header_value(), found.repo))
-        }
-        None => None,
-    }
 }
 
 /// A small document's bytes (lists, .info), wherever it was found.

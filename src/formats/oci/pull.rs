@@ -113,7 +113,7 @@ pub async fn get_manifest(
         .header(header::CONTENT_LENGTH, bytes.len())
         .header(DIGEST_HEADER, &found.entry.digest)
         .header(header::ETAG, format!("\"{}\"", found.entry.digest));
-    if let Some(status) = cache_status(repo, &found) {
+    if let Some(status) = found.cache_status_header(repo) {
         response = response.header("Cache-Status", status);
     }
     let body = if head { Body::empty() } else { Body::from(bytes) };
@@ -151,7 +151,7 @@ pub async fn get_blob(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(DIGEST_HEADER, digest.to_string())
         .header(header::ETAG, format!("\"{digest}\""));
-    if let Some(status) = cache_status(repo, &found) {
+    if let Some(status) = found.cache_status_header(repo) {
         response = response.header("Cache-Status", status);
     }
     response = match range {
@@ -166,18 +166,6 @@ pub async fn get_blob(
     }
     let stream = repo.member(&found.repo).open(found, range).await?;
     response.body(Body::from_stream(stream)).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()))
-}
-
-/// RFC 9211 `Cache-Status` for remote and virtual repositories; a virtual repository serving
-/// a hosted member's copy reports a hit on that member.
-fn cache_status(repo: &Repo, found: &Found) -> Option<String> {
-    match found.cache_status() {
-        Some(status) => Some(status.header_value()),
-        None if repo.is_virtual() => {
-            Some(format!("{}; detail=\"member {}\"", CacheStatus::Hit.header_value(), found.repo))
-        }
-        None => None,
-    }
 }
 
 fn is_single_byte_range(raw: &str) -> bool {
