@@ -110,12 +110,19 @@ pub struct StorageConfig {
     /// Filesystem blobs and the SQLite metadata database live under this directory.
     #[serde(default = "default_data")]
     pub path: PathBuf,
+    /// Upload sessions older than this are removed with their bytes.
+    #[serde(default = "default_upload_ttl", with = "humantime_serde")]
+    pub upload_ttl: Duration,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { path: default_data() }
+        StorageConfig { path: default_data(), upload_ttl: default_upload_ttl() }
     }
+}
+
+fn default_upload_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_data() -> PathBuf {

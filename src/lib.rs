@@ -40,6 +40,7 @@ impl App {
         let meta = CachedMetaStore::new(Arc::new(meta));
         let stores = Arc::new(Stores::new(Arc::new(blobs), Arc::new(meta)));
         let repos = build_repos(&specs, &stores)?;
+        stores.clone().spawn_upload_purging(config.storage.upload_ttl);
         Ok(App { config, repos: Arc::new(repos), specs, _data_lock: data_lock })
     }
 

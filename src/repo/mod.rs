@@ -7,6 +7,7 @@ pub mod budget;
 mod claims;
 mod documents;
 pub mod flights;
+mod purge;
 mod refresh;
 pub mod remote;
 pub mod upstream;

@@ -50,6 +50,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn create_upload(&self, upload: &UploadSession) -> Result<(), MetaError>;
     async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>, MetaError>;
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
+    /// Upload sessions created before `created_before` (unix seconds), oldest first.
+    async fn list_uploads(&self, created_before: i64, limit: u32) -> Result<Vec<UploadSession>, MetaError>;
 }
 
 /// The smallest string greater than every string starting with `prefix`.

@@ -129,3 +129,29 @@ async fn requests_on_one_upload_never_overlap() -> Result<()> {
     assert_eq!(std::fs::metadata(on_disk)?.len(), data.len() as u64);
     Ok(())
 }
+
+/// An upload nobody finishes is removed after `storage.upload_ttl`, bytes and session: its
+/// URL then answers 404 and the upload area is empty again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_uploads_are_purged_after_upload_ttl() -> Result<()> {
+    let options = crate::server::ServerOptions {
+        env: vec![("BINARYREPO_STORAGE__UPLOAD_TTL".into(), "1s".into())],
+        ..Default::default()
+    };
+    let srv = TestServer::start_with(&docker_repos(NO_UPSTREAM), options).await;
+    let oci = OciClient::new(&srv.base_url());
+    let start = oci.start_upload("docker-local/abandoned").await?;
+    let upload = oci.location(&start)?;
+    let chunk = oci.http().patch(upload.clone()).header(CONTENT_RANGE, "0-999").body(noise(78, 1000));
+    assert_eq!(oci.send(chunk).await?.status, 202);
+    let uploads = srv.data_dir().join("uploads");
+    assert_eq!(std::fs::read_dir(&uploads)?.count(), 1);
+    for _ in 0..300 {
+        if oci.send(oci.http().get(upload.clone())).await?.status == 404 {
+            assert_eq!(std::fs::read_dir(&uploads)?.count(), 0, "the bytes go with the session");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the abandoned upload was not purged within 15 s")
+}

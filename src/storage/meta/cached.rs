@@ -109,6 +109,10 @@ impl MetaStore for CachedMetaStore {
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
         self.inner.delete_upload(id).await
     }
+
+    async fn list_uploads(&self, created_before: i64, limit: u32) -> Result<Vec<UploadSession>, MetaError> {
+        self.inner.list_uploads(created_before, limit).await
+    }
 }
 
 #[cfg(test)]

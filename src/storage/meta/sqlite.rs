@@ -171,21 +171,33 @@ impl MetaStore for SqliteMetaStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            Ok(UploadSession {
-                id: r.try_get("id")?,
-                repo: r.try_get("repo")?,
-                package: r.try_get("package")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(upload_from_row).transpose()
+    }
+
+    async fn list_uploads(&self, created_before: i64, limit: u32) -> Result<Vec<UploadSession>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT id, repo, package, created_at FROM uploads WHERE created_at < ? ORDER BY created_at LIMIT ?",
+        )
+        .bind(created_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(upload_from_row).collect()
     }
 
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
         sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&self.pool).await?;
         Ok(())
     }
+}
+
+fn upload_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UploadSession, MetaError> {
+    Ok(UploadSession {
+        id: r.try_get("id")?,
+        repo: r.try_get("repo")?,
+        package: r.try_get("package")?,
+        created_at: r.try_get("created_at")?,
+    })
 }
 
 #[cfg(test)]
@@ -238,7 +250,9 @@ mod tests {
         let store = SqliteMetaStore::open(&dir.path().join("meta.db")).await.unwrap();
         let u = UploadSession { id: "u".into(), repo: "r".into(), package: "p".into(), created_at: 5 };
         store.create_upload(&u).await.unwrap();
-        assert_eq!(store.get_upload("u").await.unwrap(), Some(u));
+        assert_eq!(store.get_upload("u").await.unwrap(), Some(u.clone()));
+        assert_eq!(store.list_uploads(u.created_at + 1, 10).await.unwrap(), vec![u.clone()]);
+        assert_eq!(store.list_uploads(u.created_at, 10).await.unwrap(), vec![]);
         store.delete_upload("u").await.unwrap();
         assert_eq!(store.get_upload("u").await.unwrap(), None);
     }
