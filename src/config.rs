@@ -15,7 +15,9 @@ use url::Url;
 
 pub const EXAMPLE: &str = include_str!("../config.example.toml");
 
-/// Used when no config file is given: a hosted, a remote (Docker Hub) and a virtual repository.
+/// Used when no config file is given: a hosted, a remote and a virtual repository per format.
+/// `helm-remote` points at a placeholder upstream: set your chart repository's URL in a
+/// config file or with `BINARYREPO_REPOSITORY__HELM_REMOTE__UPSTREAM`.
 const EMBEDDED_DEFAULT: &str = r#"
 [[repository]]
 name = "docker-local"
@@ -34,6 +36,24 @@ format = "docker"
 kind = "virtual"
 members = ["docker-local", "docker-remote"]
 deploy_to = "docker-local"
+
+[[repository]]
+name = "helm-local"
+format = "helm"
+kind = "hosted"
+
+[[repository]]
+name = "helm-remote"
+format = "helm"
+kind = "remote"
+upstream = "https://upstream.example.com/charts"
+
+[[repository]]
+name = "helm"
+format = "helm"
+kind = "virtual"
+members = ["helm-local", "helm-remote"]
+deploy_to = "helm-local"
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -398,10 +418,10 @@ mod tests {
     }
 
     #[test]
-    fn embedded_default_has_three_repos() {
+    fn embedded_default_has_a_trio_per_format() {
         let config = Config::load(None, std::iter::empty()).unwrap();
         let names: Vec<_> = config.repositories.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["docker-local", "docker-remote", "docker"]);
+        assert_eq!(names, ["docker-local", "docker-remote", "docker", "helm-local", "helm-remote", "helm"]);
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8081");
     }
 

@@ -12,6 +12,10 @@
 #[allow(dead_code)]
 mod clients;
 #[allow(dead_code)]
+mod helm_fixtures;
+#[allow(dead_code)]
+mod helm_upstream;
+#[allow(dead_code)]
 mod images;
 #[allow(dead_code)]
 mod oci;
@@ -26,6 +30,7 @@ mod cache;
 mod completeness;
 mod consistency;
 mod harness;
+mod helm;
 mod hosted;
 mod remote;
 mod spec_extra;
