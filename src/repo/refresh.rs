@@ -1,5 +1,5 @@
 //! One refresh of a cached document (tag, index, list), owned so it runs detached from the
-//! request that started it: a HEAD revalidation (digest header or ETag compare), a GET when
+//! request that started it: a HEAD revalidation (digest header, ETag or Last-Modified compare), a GET when
 //! the document changed or was never cached, and serve-stale when the upstream fails.
 
 use super::remote::{CacheStatus, Misses, UpstreamRequest};
@@ -10,6 +10,9 @@ use crate::storage::blob::put_bytes;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use std::sync::Arc;
+
+/// Where a cached document's upstream `Last-Modified` is kept (in the entry's attrs).
+const LAST_MODIFIED: &str = "upstream_last_modified";
 
 /// What every waiter of a refresh gets (cloned to each).
 #[derive(Debug, Clone)]
@@ -84,10 +87,12 @@ impl Refresh {
             response.headers().get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_string())
         };
         let upstream_digest = request.digest_header.and_then(header);
+        let cached_etag = entry.etag.as_deref().map(|e| e.trim_matches('"'));
         let same = match (upstream_digest, header("etag")) {
             (Some(digest), _) => digest == entry.digest,
-            (None, Some(etag)) => entry.etag.as_deref().map(|e| e.trim_matches('"')) == Some(etag.as_str()),
-            (None, None) => false,
+            (None, Some(etag)) if cached_etag.is_some() => cached_etag == Some(etag.as_str()),
+            // Static file hosts often send only Last-Modified (recorded at fetch).
+            _ => header("last-modified").is_some_and(|lm| entry.attrs.get(LAST_MODIFIED) == Some(&lm.into())),
         };
         Ok(if same { Check::Unchanged } else { Check::Changed })
     }
@@ -100,6 +105,7 @@ impl Refresh {
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let media_type = header("content-type");
         let etag = header("etag");
+        let last_modified = header("last-modified");
         let claimed = request.digest_header.and_then(header);
         let body = read_limited(response, limit).await?;
         if let Some(validate) = request.validate {
@@ -119,7 +125,10 @@ impl Refresh {
         let info = put_bytes(self.stores.blobs.as_ref(), body, Some(&digest))
             .await
             .map_err(|e| RepoError::Corrupt(e.to_string()))?;
-        let entry = cached_entry(&self.repo, &self.path, &digest, &info, media_type, request, etag);
+        let mut entry = cached_entry(&self.repo, &self.path, &digest, &info, media_type, request, etag);
+        if let Some(last_modified) = last_modified {
+            entry.attrs = serde_json::json!({ LAST_MODIFIED: last_modified });
+        }
         self.stores.meta.put_entry(&entry).await?;
         Ok(entry)
     }

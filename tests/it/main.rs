@@ -31,6 +31,7 @@ mod completeness;
 mod consistency;
 mod harness;
 mod helm;
+mod helm_remote;
 mod hosted;
 mod remote;
 mod spec_extra;
