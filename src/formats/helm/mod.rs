@@ -101,7 +101,11 @@ async fn get_index(repo: &Repo, base: &str, head: bool, headers: &HeaderMap) -> 
     if none_match(headers, &etag) {
         return response.status(StatusCode::NOT_MODIFIED).body(Body::empty()).map_err(HelmError::internal);
     }
-    let body = if gzip { rendered.gzip() } else { rendered.body.clone() };
+    let body = match gzip {
+        // Compressed once per rendering, off the runtime.
+        true => tokio::task::spawn_blocking(move || rendered.gzip()).await.map_err(HelmError::internal)?,
+        false => rendered.body.clone(),
+    };
     response = response
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-yaml")

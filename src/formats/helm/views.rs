@@ -86,6 +86,7 @@ pub async fn view(repo: &Repo) -> Result<Sourced, HelmError> {
 
 /// index.yaml of `repo` with chart URLs under `base`, rendered once per view state.
 pub async fn index(repo: &Repo, base: &str) -> Result<(Arc<Rendered>, Option<CacheStatus>), HelmError> {
+    let started = std::time::Instant::now();
     let sourced = view(repo).await?;
     let key = format!("{}|{base}", sourced.key);
     let name = repo.name.as_str();
@@ -93,7 +94,21 @@ pub async fn index(repo: &Repo, base: &str) -> Result<(Arc<Rendered>, Option<Cac
         return Ok((hit, sourced.cache));
     }
     let generated = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let body = sourced.view.render(base, &generated).map_err(HelmError::internal)?;
+    let viewed = started.elapsed();
+    // Rendering a large upstream index the first time takes a while: keep it off the runtime.
+    let (view, url_base) = (sourced.view.clone(), base.to_string());
+    let body = tokio::task::spawn_blocking(move || view.render(&url_base, &generated))
+        .await
+        .map_err(HelmError::internal)?
+        .map_err(HelmError::internal)?;
+    tracing::info!(
+        repo = name,
+        versions = sourced.view.len(),
+        bytes = body.len(),
+        view_ms = viewed.as_secs_f64() * 1000.0,
+        render_ms = (started.elapsed() - viewed).as_secs_f64() * 1000.0,
+        "index.yaml rendered"
+    );
     let tag = Digest::sha256_of(format!("{}\n{name}\n{key}", *EPOCH).as_bytes());
     let rendered = Arc::new(Rendered { body: body.into(), etag: tag.hex()[..32].to_string(), gzip: OnceLock::new() });
     with_state(name, |s| s.rendered = Some((key, rendered.clone())));
