@@ -96,7 +96,9 @@ MEDIAN_REBUILD=${SORTED[$(( ${#SORTED[@]} / 2 ))]:-?}
 
 json() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$RESULT" "$1"; }
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$ROOT/bench/results/helm-$STAMP$([[ $QUICK == 1 ]] && echo -quick).md
+SUFFIX=''
+if [[ $QUICK == 1 ]]; then SUFFIX=-quick; fi
+OUT=$ROOT/bench/results/helm-$STAMP$SUFFIX.md
 mkdir -p "$ROOT/bench/results"
 {
   echo "# bench/helm.sh — $STAMP"
