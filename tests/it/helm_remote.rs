@@ -193,16 +193,19 @@ async fn virtual_merges_indexes_first_member_wins_and_uploads_to_deploy_target()
     let up = ChartServer::start(Validator::ETag).await;
     let (theirs, only_up) =
         (package_with("shared", &chart_yaml("shared", "1.0.0"), "upstream"), package("remote-only", "0.5.0"));
+    let private = package("internal-app", "9.9.9");
     up.put("/shared-1.0.0.tgz", theirs.clone());
     up.put("/remote-only-0.5.0.tgz", only_up.clone());
+    up.put("/internal-app-9.9.9.tgz", private.clone());
     up.put(
         "/index.yaml",
         upstream_index(&[
             ("shared", "1.0.0", "shared-1.0.0.tgz".into(), &theirs),
             ("remote-only", "0.5.0", "remote-only-0.5.0.tgz".into(), &only_up),
+            ("internal-app", "9.9.9", "internal-app-9.9.9.tgz".into(), &private),
         ]),
     );
-    let srv = TestServer::start(&helm_trio(&up.url(""), "")).await;
+    let srv = TestServer::start(&helm_trio(&up.url(""), r#"exclude = ["internal-*"]"#)).await;
     let http = reqwest::Client::new();
     let ours = package("shared", "1.0.0");
     // Uploads to the virtual repository land in helm-local; the remote refuses them.
@@ -215,13 +218,16 @@ async fn virtual_merges_indexes_first_member_wins_and_uploads_to_deploy_target()
 
     let virt = HelmClient::new(&format!("{}/helm", srv.base_url()));
     let index = virt.index().await?;
-    assert_eq!(index.entries.keys().collect::<Vec<_>>(), ["remote-only", "shared"]);
+    assert_eq!(index.entries.keys().collect::<Vec<_>>(), ["remote-only", "shared"], "excluded names are not listed");
     assert_eq!(index.entries["shared"].len(), 1);
     assert_eq!(index.entries["shared"][0].digest.as_deref(), Some(sha256_hex(&ours).as_str()), "first member wins");
     assert_eq!(index.entries["remote-only"][0].urls, ["remote-only-0.5.0.tgz"], "URLs point at the virtual repository");
     assert_eq!(virt.pull("shared", "1.0.0").await?, ours);
     assert_eq!(virt.pull("remote-only", "0.5.0").await?, only_up);
     assert_eq!(up.hits("GET", "/shared-1.0.0.tgz"), 0);
+    let r = send(http.get(format!("{}/helm/internal-app-9.9.9.tgz", srv.base_url()))).await?;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "excluded names are not fetched: {}", r.text());
+    assert_eq!(up.hits("GET", "/internal-app-9.9.9.tgz"), 0);
     let api = send(http.get(format!("{}/api/helm/charts", srv.base_url()))).await?.json();
     assert_eq!(api["remote-only"][0]["version"], "0.5.0");
 

@@ -223,10 +223,12 @@ async fn upstream(repo: &Repo, remote: &Remote) -> Result<Sourced, HelmError> {
     }
     let body = read_whole(repo, &found.entry).await?;
     let base = index_url(remote)?;
-    let view = tokio::task::spawn_blocking(move || parse_upstream(&body, &base))
+    let mut view = tokio::task::spawn_blocking(move || parse_upstream(&body, &base))
         .await
         .map_err(HelmError::internal)?
         .map_err(|why| HelmError::new(502, format!("the upstream index.yaml is invalid: {why}")))?;
+    // `exclude`d names (private charts) are never taken from the upstream.
+    view.charts.retain(|name, _| !remote.spec.excludes(name));
     let view = Arc::new(view);
     with_state(repo.name.as_str(), |s| s.upstream = Some((blob, view.clone())));
     Ok(Sourced { view, key, cache })
