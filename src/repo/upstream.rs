@@ -141,7 +141,9 @@ impl Upstream {
         authorization: Option<&str>,
         timeout: Option<Duration>,
     ) -> Result<Response, RepoError> {
-        if let Some(wait) = self.budget.blocked_for() {
+        // The rate-limit budget is the upstream's own; another host's limits are not ours to track.
+        let own_origin = url.origin() == self.base.origin();
+        if let Some(wait) = self.budget.blocked_for().filter(|_| own_origin) {
             let message = format!("rate limited; retrying upstream in {}s", wait.as_secs().max(1));
             return Err(RepoError::Upstream { status: 429, message });
         }
@@ -153,7 +155,9 @@ impl Upstream {
             request = request.timeout(timeout);
         }
         let response = request.send().await.map_err(|e| RepoError::Unreachable(error_chain(&e)))?;
-        self.budget.observe(response.status().as_u16(), response.headers());
+        if own_origin {
+            self.budget.observe(response.status().as_u16(), response.headers());
+        }
         Ok(response)
     }
 
