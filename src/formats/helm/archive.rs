@@ -1,6 +1,6 @@
 //! Reading what a chart upload claims to be: `Chart.yaml` out of a stored `.tgz` (streamed
-//! from the blob store through gzip and tar on a blocking thread, stopping at `Chart.yaml`, so
-//! archives are never held in memory), and the chart a provenance file signs
+//! from the blob store through gzip and tar on a blocking thread, so archives are never held
+//! in memory; the whole archive is checked), and the chart a provenance file signs
 //! (<https://helm.sh/docs/topics/provenance/>).
 
 use super::chart::{ChartError, ChartName, Metadata};
@@ -11,9 +11,11 @@ use std::io::Read;
 
 /// Chart.yaml files are a few KiB; anything larger is not one.
 const MAX_CHART_YAML: u64 = 1024 * 1024;
+/// Helm refuses charts that unpack to more than 100 MiB; so do we (and no gzip bomb runs long).
+const MAX_UNPACKED: u64 = 100 * 1024 * 1024;
 
 /// Find `<name>/Chart.yaml` in a gzip tar stream, parse and validate it, and check that the
-/// directory it sits in is the chart's name.
+/// directory it sits in is the chart's name; the whole archive must be a valid gzip tar.
 pub async fn read_metadata(mut stream: ByteStream) -> Result<Metadata, ChartError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let parse = tokio::task::spawn_blocking(move || metadata_from(ChannelReader { rx, current: Bytes::new() }));
@@ -50,26 +52,40 @@ impl Read for ChannelReader {
 
 fn metadata_from(reader: impl Read) -> Result<Metadata, ChartError> {
     let bad = |e: std::io::Error| ChartError::NotGzipTar(e.to_string());
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
+    let unpacked = flate2::read::GzDecoder::new(reader).take(MAX_UNPACKED + 1);
+    let mut archive = tar::Archive::new(unpacked);
+    let mut found = None;
+    // Every entry is read, so a truncated or corrupt archive is refused even when its
+    // Chart.yaml comes first.
     for entry in archive.entries().map_err(bad)? {
         let entry = entry.map_err(bad)?;
         let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
         let parts: Vec<&str> = path.trim_start_matches("./").split('/').filter(|p| !p.is_empty()).collect();
-        let [dir, "Chart.yaml"] = parts.as_slice() else { continue };
-        let dir = dir.to_string();
-        let mut text = String::new();
-        entry
-            .take(MAX_CHART_YAML)
-            .read_to_string(&mut text)
-            .map_err(|e| ChartError::InvalidChartYaml(format!("cannot read {dir}/Chart.yaml: {e}")))?;
-        let meta = Metadata::from_chart_yaml(&text)?;
-        if meta.name != dir {
-            let why = format!("Chart.yaml names the chart {:?} but sits in directory {dir:?}", meta.name);
-            return Err(ChartError::InvalidChartYaml(why));
+        if let ([dir, "Chart.yaml"], None) = (parts.as_slice(), &found) {
+            found = Some(chart_yaml(dir, entry)?);
         }
-        return Ok(meta);
     }
-    Err(ChartError::MissingChartYaml)
+    // Read to the end of the gzip stream, which checks its CRC and length.
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(bad)?;
+    if rest.limit() == 0 {
+        return Err(ChartError::NotGzipTar(format!("the archive unpacks to more than {MAX_UNPACKED} bytes")));
+    }
+    found.ok_or(ChartError::MissingChartYaml)
+}
+
+fn chart_yaml(dir: &str, entry: impl Read) -> Result<Metadata, ChartError> {
+    let mut text = String::new();
+    entry
+        .take(MAX_CHART_YAML)
+        .read_to_string(&mut text)
+        .map_err(|e| ChartError::InvalidChartYaml(format!("cannot read {dir}/Chart.yaml: {e}")))?;
+    let meta = Metadata::from_chart_yaml(&text)?;
+    if meta.name != dir {
+        let why = format!("Chart.yaml names the chart {:?} but sits in directory {dir:?}", meta.name);
+        return Err(ChartError::InvalidChartYaml(why));
+    }
+    Ok(meta)
 }
 
 /// The chart a provenance file signs: the clear-signed message starts with the chart's
@@ -144,6 +160,16 @@ mod tests {
         let mut truncated = tgz(&[("demo/values.yaml", &"v".repeat(10_000)), ("demo/Chart.yaml", CHART)]);
         truncated.truncate(40);
         assert!(read_metadata(stream(truncated)).await.is_err());
+        // Chart.yaml first, then a body cut short or corrupted: still refused.
+        let noise: String =
+            (0..20_000u32).map(|i| char::from(b'a' + (i.wrapping_mul(2_654_435_761) % 26) as u8)).collect();
+        let whole = tgz(&[("demo/Chart.yaml", CHART), ("demo/values.yaml", &noise)]);
+        let err = read_metadata(stream(whole[..whole.len() - 100].to_vec())).await.unwrap_err();
+        assert!(err.to_string().contains("not a gzip"), "{err}");
+        let mut flipped = whole.clone();
+        let at = flipped.len() - 6;
+        flipped[at] ^= 0xff;
+        assert!(read_metadata(stream(flipped)).await.is_err(), "a bad gzip trailer is refused");
     }
 
     #[test]
