@@ -1,6 +1,7 @@
 //! One refresh of a cached document (tag, index, list), owned so it runs detached from the
-//! request that started it: a HEAD revalidation (digest header, ETag or Last-Modified compare), a GET when
-//! the document changed or was never cached, and serve-stale when the upstream fails.
+//! request that started it: a HEAD revalidation (digest header, ETag or Last-Modified
+//! compare), a GET when the document changed or was never cached, and serve-stale when the
+//! upstream fails.
 
 use super::remote::{CacheStatus, Misses, UpstreamRequest};
 use super::upstream::Upstream;

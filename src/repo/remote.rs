@@ -1,7 +1,8 @@
 //! The fetch-through cache shared by every remote repository. Each path has a freshness class
 //! declared by its format: `Immutable` (by digest: cached forever) or `Mutable` (tags, indexes:
-//! revalidated after `metadata_ttl` with a HEAD and a digest, ETag or Last-Modified compare). The cached copy is
-//! served when the upstream fails; upstream misses are remembered for `negative_ttl`.
+//! revalidated after `metadata_ttl` with a HEAD and a digest, ETag or Last-Modified compare).
+//! The cached copy is served when the upstream fails; upstream misses are remembered for
+//! `negative_ttl`.
 
 use super::flights::{Coalescer, FetchJob, Flights};
 use super::refresh::{Refresh, Refreshed};
