@@ -137,6 +137,12 @@ async fn chartmuseum_api_lists_describes_and_deletes() -> Result<()> {
         let r = send(http.get(format!("{}/{file}", repo_url(&srv)))).await?;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{file} after delete");
     }
+    // SemVer build metadata: `+` in the file name, plain or escaped.
+    let built = package("meta", "1.0.0+build.7");
+    assert_eq!(post_raw(&srv, built.clone()).await?.status, StatusCode::CREATED);
+    assert_eq!(HelmClient::new(&repo_url(&srv)).pull("meta", "1.0.0+build.7").await?, built);
+    let escaped = send(http.get(format!("{}/meta-1.0.0%2Bbuild.7.tgz", repo_url(&srv)))).await?;
+    assert_eq!((escaped.status, escaped.body.len()), (StatusCode::OK, built.len()));
     // Deleting the last version removes the chart from the index.
     assert_eq!(send(http.delete(format!("{api}/charts/beta/3.0.0"))).await?.status, StatusCode::OK);
     assert!(!HelmClient::new(&repo_url(&srv)).index().await?.entries.contains_key("beta"));

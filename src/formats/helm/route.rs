@@ -104,10 +104,30 @@ pub fn action(route: &Route) -> Action {
 }
 
 pub fn parse(method: &Method, path: &str, _query: Option<&str>) -> Result<Route, HelmError> {
+    // Versions may carry `+build` metadata, which some clients send as `%2B`.
+    let path = percent_decode(path).ok_or_else(|| HelmError::bad_request(format!("bad escape in {path:?}")))?;
     match path.strip_prefix("api/") {
         Some(api) => parse_api(method, api),
-        None => parse_file(method, path.strip_prefix("charts/").unwrap_or(path)),
+        None => parse_file(method, path.strip_prefix("charts/").unwrap_or(&path)),
     }
+}
+
+/// `%XX` escapes decoded (`+` stays `+`: this is a path, not a form); None if malformed.
+fn percent_decode(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn parse_file(method: &Method, path: &str) -> Result<Route, HelmError> {
@@ -188,6 +208,8 @@ mod tests {
             (get.clone(), "nginx-1.2.3.tgz.prov", Route::GetProv { file: file("nginx-1.2.3"), head: false }),
             (Method::PUT, "my-app-0.1.0-rc.1.tgz", Route::PutChart { file: file("my-app-0.1.0-rc.1") }),
             (Method::PUT, "a-1.0.0.tgz.prov", Route::PutProv { file: file("a-1.0.0") }),
+            (get.clone(), "a-1.0.0%2Bbuild.1.tgz", Route::GetChart { file: file("a-1.0.0+build.1"), head: false }),
+            (get.clone(), "a-1.0.0+build.1.tgz", Route::GetChart { file: file("a-1.0.0+build.1"), head: false }),
             (Method::POST, "api/charts", Route::UploadChart),
             (Method::POST, "api/prov", Route::UploadProv),
             (get.clone(), "api/charts", Route::ListCharts { head: false }),
@@ -232,6 +254,9 @@ mod tests {
             (Method::GET, "api/charts/nginx/1.0/x", 405),
             (Method::GET, "api/health", 404),
             (Method::GET, "api/charts/..", 400),
+            (Method::GET, "a-1.0.0%2.tgz", 400),
+            (Method::GET, "a-1.0.0%zz.tgz", 400),
+            (Method::GET, "a%2F1.0.0.tgz", 400),
         ];
         for (method, path, status) in table {
             let err = parse(&method, path, None).unwrap_err();
