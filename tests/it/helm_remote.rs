@@ -71,6 +71,8 @@ async fn remote_rewrites_three_url_shapes_caches_and_serves_stale() -> Result<()
     let downloads = ChartServer::start(Validator::ETag).await;
     let (rel, abs, other) = (package("rel", "1.0.0"), package("abs", "2.0.0"), package("other", "3.0.0"));
     up.put("/charts/files/rel-1.0.0.tgz", rel.clone());
+    let rel_prov = crate::helm_fixtures::prov("rel", "1.0.0", &rel);
+    up.put("/charts/files/rel-1.0.0.tgz.prov", rel_prov.clone());
     up.put("/dl/abs.tgz", abs.clone());
     downloads.put("/releases/other-3.0.0.tgz", other.clone());
     let index = upstream_index(&[
@@ -89,6 +91,11 @@ async fn remote_rewrites_three_url_shapes_caches_and_serves_stale() -> Result<()
         assert_eq!(entry.maintainers[0]["name"], "Ada Lovelace", "metadata passes through");
     }
     assert_eq!(helm.pull("rel", "1.0.0").await?, rel);
+    let r = send(helm.http.get(format!("{}/helm-remote/rel-1.0.0.tgz.prov", srv.base_url()))).await?;
+    assert_eq!((r.status, r.text()), (StatusCode::OK, rel_prov), "the .prov beside the upstream chart");
+    let r = send(helm.http.head(format!("{}/helm-remote/rel-1.0.0.tgz", srv.base_url()))).await?;
+    assert_eq!(r.header("content-length"), Some(rel.len().to_string().as_str()));
+    assert_eq!(r.header("cache-status"), Some("binaryrepo; hit"));
     assert_eq!(helm.pull("abs", "2.0.0").await?, abs);
     assert_eq!(helm.pull("other", "3.0.0").await?, other);
     // Again: archives come from the cache; the index is revalidated by ETag, not refetched.
@@ -301,5 +308,23 @@ async fn charts_as_oci_artifacts_push_to_hosted_pull_through_remote_and_virtual(
     assert_eq!(oci.get_blob("docker-local/charts/demo", &layer).await?.status, StatusCode::OK);
     let tags = oci.tag_names("docker/charts/demo").await?;
     assert_eq!(tags, ["0.1.0"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_serves_its_other_members_when_a_remote_is_unreachable() -> Result<()> {
+    let srv = TestServer::start(&helm_trio(crate::server::NO_UPSTREAM, "")).await;
+    let http = reqwest::Client::new();
+    let local = package("app", "1.0.0");
+    let r = send(http.put(format!("{}/helm/app-1.0.0.tgz", srv.base_url())).body(local.clone())).await?;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let virt = HelmClient::new(&format!("{}/helm", srv.base_url()));
+    assert_eq!(virt.index().await?.entries.keys().collect::<Vec<_>>(), ["app"]);
+    assert_eq!(virt.pull("app", "1.0.0").await?, local);
+    let r = send(http.get(format!("{}/helm/nope-1.0.0.tgz", srv.base_url()))).await?;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "a clean miss in one member is the answer: {}", r.text());
+    let r = send(http.get(format!("{}/helm-remote/index.yaml", srv.base_url()))).await?;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap_or_default().contains("unreachable"), "{}", r.text());
     Ok(())
 }
