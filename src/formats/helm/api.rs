@@ -4,7 +4,7 @@
 
 use super::chart::ChartName;
 use super::error::HelmError;
-use super::index::IndexEntry;
+use super::index::Listed;
 use super::route::VersionRef;
 use super::views;
 use crate::repo::Repo;
@@ -23,7 +23,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, HelmErro
 
 pub async fn list_charts(repo: &Repo, base: &str, head: bool) -> Result<Response, HelmError> {
     let sourced = views::view(repo).await?;
-    let charts: BTreeMap<&String, Vec<IndexEntry>> = sourced
+    let charts: BTreeMap<&String, Vec<Listed>> = sourced
         .view
         .charts
         .iter()
@@ -35,7 +35,7 @@ pub async fn list_charts(repo: &Repo, base: &str, head: bool) -> Result<Response
 pub async fn list_versions(repo: &Repo, base: &str, name: &ChartName, head: bool) -> Result<Response, HelmError> {
     let sourced = views::view(repo).await?;
     let bucket = sourced.view.charts.get(name.as_str()).ok_or_else(|| not_found(name, None))?;
-    let versions: Vec<IndexEntry> = bucket.versions.iter().map(|v| v.listed(base)).collect();
+    let versions: Vec<Listed> = bucket.versions.iter().map(|v| v.listed(base)).collect();
     Ok(json(to_json(&versions)?, head))
 }
 

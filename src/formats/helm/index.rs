@@ -39,10 +39,31 @@ impl ChartVersion {
         format!("{}-{}.tgz", self.entry.meta.name, self.entry.meta.version)
     }
 
-    /// The entry with its URL made absolute under `base` (empty: relative to index.yaml).
-    pub fn listed(&self, base: &str) -> IndexEntry {
-        IndexEntry { urls: vec![format!("{base}{}", self.file())], ..self.entry.clone() }
+    /// The entry as served, its URL under `base` (empty: relative to index.yaml).
+    pub fn listed(&self, base: &str) -> Listed<'_> {
+        let entry = &self.entry;
+        Listed {
+            meta: &entry.meta,
+            urls: [format!("{base}{}", self.file())],
+            created: entry.created.as_deref(),
+            removed: entry.removed,
+            digest: entry.digest.as_deref(),
+        }
     }
+}
+
+/// An index entry as served: borrowed from the view (no copy of the metadata per render).
+#[derive(Debug, Serialize)]
+pub struct Listed<'a> {
+    #[serde(flatten)]
+    meta: &'a Metadata,
+    urls: [String; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    removed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a str>,
 }
 
 /// All versions of one chart, newest first, with their rendered YAML once asked for.
@@ -64,7 +85,7 @@ impl Bucket {
         if let Some((_, yaml)) = rendered.as_ref().filter(|(b, _)| b == base) {
             return Ok(yaml.clone());
         }
-        let listed: Vec<IndexEntry> = self.versions.iter().map(|v| v.listed(base)).collect();
+        let listed: Vec<Listed> = self.versions.iter().map(|v| v.listed(base)).collect();
         let text = serde_yaml::to_string(&listed)?;
         let mut out = String::with_capacity(text.len() + text.len() / 8);
         for line in text.lines() {
