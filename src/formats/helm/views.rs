@@ -300,10 +300,9 @@ async fn merged(repo: &Repo, members: &[Arc<Repo>]) -> Result<Sourced, HelmError
             }
         }
     }
-    if views.is_empty() {
-        if let Some(e) = failure.filter(|_| !members.is_empty()) {
-            return Err(e);
-        }
+    // A failing member is left out; only when every member failed is the failure the answer.
+    if let (true, Some(e)) = (views.is_empty(), failure) {
+        return Err(e);
     }
     let key = format!("v[{}]", keys.join(","));
     let known =
