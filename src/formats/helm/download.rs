@@ -44,7 +44,8 @@ pub async fn get(repo: &Arc<Repo>, file: &ChartFile, kind: Kind, head: bool) -> 
             Ok(Some(found)) => return respond(repo, member, found, kind, head).await,
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(repo = %repo.name, member = %member.name, file = file.stem(), "lookup failed: {}", e.message);
+                let stem = file.stem();
+                tracing::warn!(repo = %repo.name, member = %member.name, file = stem, "lookup failed: {}", e.message);
                 failure = Some(e);
                 failures += 1;
             }
