@@ -116,7 +116,10 @@ async fn chartmuseum_api_lists_describes_and_deletes() -> Result<()> {
     let all = send(http.get(format!("{api}/charts"))).await?.json();
     assert_eq!(all["alpha"].as_array().unwrap().len(), 3);
     assert_eq!(all["beta"][0]["urls"][0], "beta-3.0.0.tgz");
-    let versions = send(http.get(format!("{api}/charts/alpha"))).await?.json();
+    let listed = send(http.get(format!("{api}/charts/alpha"))).await?;
+    let head = send(http.head(format!("{api}/charts/alpha"))).await?;
+    assert_eq!(head.header("content-length"), Some(listed.body.len().to_string().as_str()));
+    let versions = listed.json();
     assert_eq!(versions[0]["version"], "1.1.0-beta.1");
     let latest = send(http.get(format!("{api}/charts/alpha/latest"))).await?.json();
     assert_eq!(latest["version"], "1.0.0", "latest is the newest release, not a pre-release");

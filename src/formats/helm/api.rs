@@ -12,9 +12,16 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 
+/// The JSON answer; for HEAD the same headers (Content-Length of the body) and no body.
 fn json(value: serde_json::Value, head: bool) -> Response {
-    let body = if head { String::new() } else { value.to_string() };
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let body = value.to_string();
+    let length = body.len();
+    let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if head {
+        *response.body_mut() = axum::body::Body::empty();
+        response.headers_mut().insert(header::CONTENT_LENGTH, length.into());
+    }
+    response
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, HelmError> {
