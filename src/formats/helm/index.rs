@@ -286,4 +286,39 @@ mod tests {
         assert_eq!(newest_first("v2.0.0", "1.0.0"), Ordering::Less);
         assert_eq!(newest_first("1.0.0", "0.1"), Ordering::Less, "SemVer before loose versions");
     }
+
+    /// The exact text, so a change in the YAML shape is a visible diff.
+    #[test]
+    fn snapshot() {
+        let mut one = version("web", "1.0.0");
+        one.entry.meta.maintainers = vec![super::super::chart::Maintainer {
+            name: "Ada".into(),
+            email: Some("ada@example.com".into()),
+            url: None,
+        }];
+        one.entry.meta.annotations.insert("category".into(), "Web".into());
+        let text = View::from_versions([one]).render("", "2026-12-04T00:00:00Z").unwrap();
+        let want = r#"apiVersion: v1
+entries:
+  web:
+  - apiVersion: v2
+    name: web
+    version: 1.0.0
+    description: |
+      line one
+
+      line three
+    maintainers:
+    - name: Ada
+      email: ada@example.com
+    annotations:
+      category: Web
+    urls:
+    - web-1.0.0.tgz
+    created: 2026-01-01T00:00:00Z
+    digest: ab
+generated: "2026-12-04T00:00:00Z"
+"#;
+        assert_eq!(text, want);
+    }
 }
