@@ -6,6 +6,7 @@
 //! touches, so re-rendering after one upload costs one chart's YAML plus a concatenation.
 
 use super::chart::Metadata;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -70,8 +71,8 @@ pub struct Listed<'a> {
 #[derive(Debug, Default)]
 pub struct Bucket {
     pub versions: Vec<Arc<ChartVersion>>,
-    /// (URL base, YAML of the versions as a sequence indented under the chart's key)
-    rendered: Mutex<Option<(String, Arc<str>)>>,
+    /// (URL base, YAML of the chart's key and its versions, indented under `entries:`)
+    rendered: Mutex<Option<(String, Bytes)>>,
 }
 
 impl Bucket {
@@ -80,7 +81,7 @@ impl Bucket {
         Bucket { versions, rendered: Mutex::default() }
     }
 
-    fn yaml(&self, base: &str) -> Result<Arc<str>, serde_yaml::Error> {
+    fn yaml(&self, name: &str, base: &str) -> Result<Bytes, serde_yaml::Error> {
         let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, yaml)) = rendered.as_ref().filter(|(b, _)| b == base) {
             return Ok(yaml.clone());
@@ -88,6 +89,9 @@ impl Bucket {
         let listed: Vec<Listed> = self.versions.iter().map(|v| v.listed(base)).collect();
         let text = serde_yaml::to_string(&listed)?;
         let mut out = String::with_capacity(text.len() + text.len() / 8);
+        out.push_str("  ");
+        out.push_str(serde_yaml::to_string(name)?.trim_end());
+        out.push_str(":\n");
         for line in text.lines() {
             if !line.is_empty() {
                 out.push_str("  ");
@@ -95,7 +99,7 @@ impl Bucket {
             out.push_str(line);
             out.push('\n');
         }
-        let yaml: Arc<str> = out.into();
+        let yaml = Bytes::from(out);
         *rendered = Some((base.to_string(), yaml.clone()));
         Ok(yaml)
     }
@@ -188,25 +192,19 @@ impl View {
         View { charts }
     }
 
-    /// index.yaml with chart URLs under `base` (empty: relative to the index).
-    pub fn render(&self, base: &str, generated: &str) -> Result<String, serde_yaml::Error> {
-        let mut parts = Vec::with_capacity(self.charts.len());
+    /// index.yaml with chart URLs under `base` (empty: relative to the index), as pieces to
+    /// send one after another: the charts' cached YAML is shared, not copied into one buffer.
+    pub fn render(&self, base: &str, generated: &str) -> Result<Vec<Bytes>, serde_yaml::Error> {
+        let mut pieces = Vec::with_capacity(self.charts.len() + 2);
+        pieces.push(Bytes::from_static(match self.charts.is_empty() {
+            true => b"apiVersion: v1\nentries: {}\n",
+            false => b"apiVersion: v1\nentries:\n",
+        }));
         for (name, bucket) in &self.charts {
-            let key = serde_yaml::to_string(name)?;
-            parts.push((key, bucket.yaml(base)?));
+            pieces.push(bucket.yaml(name, base)?);
         }
-        let size: usize = parts.iter().map(|(k, y)| k.len() + y.len() + 4).sum();
-        let mut out = String::with_capacity(size + 64);
-        out.push_str("apiVersion: v1\n");
-        out.push_str(if parts.is_empty() { "entries: {}\n" } else { "entries:\n" });
-        for (key, yaml) in parts {
-            out.push_str("  ");
-            out.push_str(key.trim_end());
-            out.push_str(":\n");
-            out.push_str(&yaml);
-        }
-        out.push_str(&format!("generated: \"{generated}\"\n"));
-        Ok(out)
+        pieces.push(Bytes::from(format!("generated: \"{generated}\"\n")));
+        Ok(pieces)
     }
 }
 
@@ -232,6 +230,10 @@ mod tests {
         ChartVersion { entry, origin: None }
     }
 
+    fn joined(pieces: Vec<Bytes>) -> String {
+        pieces.iter().map(|p| std::str::from_utf8(p).unwrap()).collect()
+    }
+
     #[derive(Deserialize)]
     struct Index {
         #[serde(rename = "apiVersion")]
@@ -248,7 +250,7 @@ mod tests {
             version("a", "0.10.0-rc.1"),
             version("a", "0.10.0"),
         ]);
-        let text = view.render("", "2026-12-04T00:00:00Z").unwrap();
+        let text = joined(view.render("", "2026-12-04T00:00:00Z").unwrap());
         let index: Index = serde_yaml::from_str(&text).unwrap();
         assert_eq!(index.api_version, "v1");
         assert_eq!(index.generated, "2026-12-04T00:00:00Z");
@@ -256,17 +258,18 @@ mod tests {
         assert_eq!(a, ["0.10.0", "0.10.0-rc.1", "0.9.0"]);
         assert_eq!(index.entries["a"][0].urls, ["a-0.10.0.tgz"]);
         assert_eq!(index.entries["a"][0].meta.description.as_deref(), Some("line one\n\nline three\n"));
-        let absolute = view.render("https://repo.example.com/helm/", "x").unwrap();
+        let absolute = joined(view.render("https://repo.example.com/helm/", "x").unwrap());
         let index: Index = serde_yaml::from_str(&absolute).unwrap();
         assert_eq!(index.entries["b"][0].urls, ["https://repo.example.com/helm/b-1.0.0.tgz"]);
     }
 
     #[test]
     fn keys_that_look_like_other_types_stay_strings() {
-        let text = View::from_versions([version("123", "1.0.0"), version("true", "1.0.0")]).render("", "x").unwrap();
+        let text =
+            joined(View::from_versions([version("123", "1.0.0"), version("true", "1.0.0")]).render("", "x").unwrap());
         let index: Index = serde_yaml::from_str(&text).unwrap();
         assert_eq!(index.entries.keys().collect::<Vec<_>>(), ["123", "true"]);
-        let empty: Index = serde_yaml::from_str(&View::default().render("", "x").unwrap()).unwrap();
+        let empty: Index = serde_yaml::from_str(&joined(View::default().render("", "x").unwrap())).unwrap();
         assert!(empty.entries.is_empty());
     }
 
@@ -297,7 +300,7 @@ mod tests {
             url: None,
         }];
         one.entry.meta.annotations.insert("category".into(), "Web".into());
-        let text = View::from_versions([one]).render("", "2026-12-04T00:00:00Z").unwrap();
+        let text = joined(View::from_versions([one]).render("", "2026-12-04T00:00:00Z").unwrap());
         let want = r#"apiVersion: v1
 entries:
   web:

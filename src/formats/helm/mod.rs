@@ -101,19 +101,24 @@ async fn get_index(repo: &Repo, base: &str, head: bool, headers: &HeaderMap) -> 
     if none_match(headers, &etag) {
         return response.status(StatusCode::NOT_MODIFIED).body(Body::empty()).map_err(HelmError::internal);
     }
-    let body = match gzip {
-        // Compressed once per rendering, off the runtime.
-        true => tokio::task::spawn_blocking(move || rendered.gzip()).await.map_err(HelmError::internal)?,
-        false => rendered.body.clone(),
+    let (body, length) = match gzip {
+        true => {
+            // Compressed once per rendering, off the runtime.
+            let zipped = tokio::task::spawn_blocking(move || rendered.gzip()).await.map_err(HelmError::internal)?;
+            response = response.header(header::CONTENT_ENCODING, "gzip");
+            let length = zipped.len();
+            (Body::from(zipped), length)
+        }
+        false => {
+            let pieces = rendered.pieces.clone().into_iter().map(Ok::<_, std::convert::Infallible>);
+            (Body::from_stream(futures::stream::iter(pieces)), rendered.length)
+        }
     };
     response = response
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-yaml")
-        .header(header::CONTENT_LENGTH, body.len());
-    if gzip {
-        response = response.header(header::CONTENT_ENCODING, "gzip");
-    }
-    let body = if head { Body::empty() } else { Body::from(body) };
+        .header(header::CONTENT_LENGTH, length);
+    let body = if head { Body::empty() } else { body };
     response.body(body).map_err(HelmError::internal)
 }
 

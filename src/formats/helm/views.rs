@@ -56,7 +56,9 @@ pub struct Sourced {
 
 /// The rendered index.yaml of one view state.
 pub struct Rendered {
-    pub body: Bytes,
+    /// The document in pieces (shared with the view's per-chart cache), and its length.
+    pub pieces: Vec<Bytes>,
+    pub length: usize,
     pub etag: String,
     gzip: OnceLock<Bytes>,
 }
@@ -68,7 +70,9 @@ impl Rendered {
                 use std::io::Write;
                 let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                 // Writing to a Vec cannot fail.
-                let _ = encoder.write_all(&self.body);
+                for piece in &self.pieces {
+                    let _ = encoder.write_all(piece);
+                }
                 encoder.finish().map(Bytes::from).unwrap_or_default()
             })
             .clone()
@@ -97,20 +101,22 @@ pub async fn index(repo: &Repo, base: &str) -> Result<(Arc<Rendered>, Option<Cac
     let viewed = started.elapsed();
     // Rendering a large upstream index the first time takes a while: keep it off the runtime.
     let (view, url_base) = (sourced.view.clone(), base.to_string());
-    let body = tokio::task::spawn_blocking(move || view.render(&url_base, &generated))
+    let pieces = tokio::task::spawn_blocking(move || view.render(&url_base, &generated))
         .await
         .map_err(HelmError::internal)?
         .map_err(HelmError::internal)?;
+    let length = pieces.iter().map(Bytes::len).sum::<usize>();
     tracing::info!(
         repo = name,
         versions = sourced.view.len(),
-        bytes = body.len(),
+        bytes = length,
         view_ms = viewed.as_secs_f64() * 1000.0,
         render_ms = (started.elapsed() - viewed).as_secs_f64() * 1000.0,
         "index.yaml rendered"
     );
     let tag = Digest::sha256_of(format!("{}\n{name}\n{key}", *EPOCH).as_bytes());
-    let rendered = Arc::new(Rendered { body: body.into(), etag: tag.hex()[..32].to_string(), gzip: OnceLock::new() });
+    let etag = tag.hex()[..32].to_string();
+    let rendered = Arc::new(Rendered { pieces, length, etag, gzip: OnceLock::new() });
     with_state(name, |s| s.rendered = Some((key, rendered.clone())));
     Ok((rendered, sourced.cache))
 }
