@@ -3,7 +3,8 @@
 //!
 //! A [`View`] is one repository's charts in memory. Each chart name's YAML is rendered once
 //! and kept with its versions ([`Bucket`]); a change replaces only the bucket of the chart it
-//! touches, so re-rendering after one upload costs one chart's YAML plus a concatenation.
+//! touches, so re-rendering after one upload costs one chart's YAML; the document is sent as
+//! the chain of the charts' pieces, never concatenated.
 
 use super::chart::Metadata;
 use bytes::Bytes;
