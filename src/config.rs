@@ -16,7 +16,7 @@ use url::Url;
 pub const EXAMPLE: &str = include_str!("../config.example.toml");
 
 /// Used when no config file is given: a hosted, a remote and a virtual repository per format
-/// (Docker Hub for docker; the Go remote's upstream is a placeholder to configure).
+/// (Docker Hub for docker; the Go and Helm remotes' upstreams are placeholders to configure).
 const EMBEDDED_DEFAULT: &str = r#"
 [[repository]]
 name = "docker-local"
@@ -56,6 +56,27 @@ format = "go"
 kind = "virtual"
 members = ["go-local", "go-remote"]
 deploy_to = "go-local"
+
+[[repository]]
+name = "helm-local"
+format = "helm"
+kind = "hosted"
+
+# A placeholder, offline so it is never contacted: to use it, set your chart repository with
+# BINARYREPO_REPOSITORY__HELM_REMOTE__UPSTREAM=… and BINARYREPO_REPOSITORY__HELM_REMOTE__OFFLINE=false.
+[[repository]]
+name = "helm-remote"
+format = "helm"
+kind = "remote"
+upstream = "https://upstream.example.com/charts"
+offline = true
+
+[[repository]]
+name = "helm"
+format = "helm"
+kind = "virtual"
+members = ["helm-local", "helm-remote"]
+deploy_to = "helm-local"
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -433,7 +454,20 @@ mod tests {
     fn embedded_default_has_a_trio_per_format() {
         let config = Config::load(None, std::iter::empty()).unwrap();
         let names: Vec<_> = config.repositories.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["docker-local", "docker-remote", "docker", "go-local", "go-remote", "go"]);
+        assert_eq!(
+            names,
+            [
+                "docker-local",
+                "docker-remote",
+                "docker",
+                "go-local",
+                "go-remote",
+                "go",
+                "helm-local",
+                "helm-remote",
+                "helm"
+            ]
+        );
         let env = [
             ("BINARYREPO_REPOSITORY__GO_REMOTE__UPSTREAM".to_string(), "http://127.0.0.1:3000".to_string()),
             ("BINARYREPO_REPOSITORY__GO_REMOTE__OFFLINE".to_string(), "false".to_string()),

@@ -14,8 +14,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (with no config: docker-local, docker-remote → Docker Hub, docker virtual,
-    /// and go-local, go-remote (upstream to configure), go virtual).
+    /// Run the server (with no config: a hosted, a remote and a virtual repository per format).
     Serve {
         /// TOML config file.
         #[arg(long, env = "BINARYREPO_CONFIG")]

@@ -1,6 +1,7 @@
 //! The HTTP edge: the router (health, `/v2` for OCI), the main listener and one extra
 //! listener per repository `port`, optional native TLS, and request logging.
 
+mod linger;
 mod tls;
 
 use crate::formats::oci::{self, Addressing, API_VERSION_HEADER};
@@ -34,6 +35,7 @@ pub fn router(repos: Arc<Repos>, public_url: Option<url::Url>, addressing: Addre
         .route("/v2/{*rest}", axum::routing::any(serve_oci))
         .fallback(serve_repo_path)
         .with_state(shared)
+        .layer(middleware::from_fn(linger::linger_on_unread_bodies))
         .layer(middleware::from_fn(log_request))
 }
 

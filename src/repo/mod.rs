@@ -69,6 +69,8 @@ pub struct Repo {
     /// Serializes check-then-write sequences (a manifest push checking its blobs against a
     /// blob delete checking its users) within this process.
     writes: tokio::sync::Mutex<()>,
+    /// In-process state a format keeps per repository (rendered indexes and the like).
+    format_state: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
     stores: Arc<Stores>,
 }
 
@@ -116,7 +118,15 @@ pub struct Lookup<'a> {
 
 impl Repo {
     pub fn new(name: RepoName, format: FormatKind, kind: RepoKind, stores: Arc<Stores>) -> Repo {
-        Repo { name, format, kind, allow_overwrite: false, writes: tokio::sync::Mutex::new(()), stores }
+        Repo {
+            name,
+            format,
+            kind,
+            allow_overwrite: false,
+            writes: tokio::sync::Mutex::new(()),
+            format_state: std::sync::OnceLock::new(),
+            stores,
+        }
     }
 
     /// Hold while checking what the catalog holds and writing on the strength of it, so that
@@ -130,6 +140,13 @@ impl Repo {
     /// request holds it.
     pub fn claim_upload(&self, id: &str) -> Result<claims::Claim, RepoError> {
         self.stores.uploads.claim(id)
+    }
+
+    /// The state of type `T` this repository's format keeps in this process, created on first
+    /// use. One type per repository (a repository has one format); it lives as long as the
+    /// repository, so two servers in one process never share it.
+    pub fn format_state<T: Default + Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.format_state.get_or_init(|| Arc::new(T::default())).clone().downcast::<T>().ok()
     }
 
     pub fn stores(&self) -> &Stores {

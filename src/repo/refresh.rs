@@ -1,5 +1,5 @@
 //! One refresh of a cached document (tag, index, list), owned so it runs detached from the
-//! request that started it: a HEAD revalidation (digest header, else ETag, else Last-Modified
+//! request that started it: a HEAD revalidation (digest header, ETag or Last-Modified
 //! compare), a GET when the document changed or was never cached, and serve-stale when the
 //! upstream fails.
 
@@ -12,7 +12,7 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use std::sync::Arc;
 
-/// The attribute of a cached document holding the upstream's `Last-Modified`.
+/// Where a cached document's upstream `Last-Modified` is kept (in the entry's attrs).
 const LAST_MODIFIED: &str = "upstream_last_modified";
 
 /// What every waiter of a refresh gets (cloned to each).
@@ -94,12 +94,12 @@ impl Refresh {
             response.headers().get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_string())
         };
         let upstream_digest = request.digest_header.and_then(header);
-        let same = match (upstream_digest, header("etag"), header("last-modified")) {
-            (Some(digest), _, _) => digest == entry.digest,
-            (None, Some(etag), _) => entry.etag.as_deref().map(|e| e.trim_matches('"')) == Some(etag.as_str()),
-            // Static file servers send no ETag: an unchanged Last-Modified is the next best validator.
-            (None, None, Some(modified)) => entry.attrs.get(LAST_MODIFIED).and_then(|v| v.as_str()) == Some(&modified),
-            (None, None, None) => false,
+        let cached_etag = entry.etag.as_deref().map(|e| e.trim_matches('"'));
+        let same = match (upstream_digest, header("etag")) {
+            (Some(digest), _) => digest == entry.digest,
+            (None, Some(etag)) if cached_etag.is_some() => cached_etag == Some(etag.as_str()),
+            // Static file hosts often send only Last-Modified (recorded at fetch).
+            _ => header("last-modified").is_some_and(|lm| entry.attrs.get(LAST_MODIFIED) == Some(&lm.into())),
         };
         Ok(if same { Check::Unchanged } else { Check::Changed })
     }
@@ -112,7 +112,7 @@ impl Refresh {
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let media_type = header("content-type");
         let etag = header("etag");
-        let modified = header("last-modified");
+        let last_modified = header("last-modified");
         let claimed = request.digest_header.and_then(header);
         let body = read_limited(response, limit).await?;
         if let Some(validate) = request.validate {
@@ -133,8 +133,8 @@ impl Refresh {
             .await
             .map_err(|e| RepoError::Corrupt(e.to_string()))?;
         let mut entry = cached_entry(&self.repo, &self.path, &digest, &info, media_type, request, etag);
-        if let Some(modified) = modified {
-            entry.attrs = serde_json::json!({ LAST_MODIFIED: modified });
+        if let Some(last_modified) = last_modified {
+            entry.attrs = serde_json::json!({ LAST_MODIFIED: last_modified });
         }
         self.stores.meta.put_entry(&entry).await?;
         Ok(entry)

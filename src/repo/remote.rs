@@ -1,7 +1,8 @@
 //! The fetch-through cache shared by every remote repository. Each path has a freshness class
 //! declared by its format: `Immutable` (by digest: cached forever) or `Mutable` (tags, indexes:
-//! revalidated after `metadata_ttl` with a HEAD and a digest/ETag compare). The cached copy is
-//! served when the upstream fails; upstream misses are remembered for `negative_ttl`.
+//! revalidated after `metadata_ttl` with a HEAD and a digest, ETag or Last-Modified compare).
+//! The cached copy is served when the upstream fails; upstream misses are remembered for
+//! `negative_ttl`.
 
 use super::flights::{Coalescer, FetchJob, Flights};
 use super::refresh::{Refresh, Refreshed};
@@ -53,7 +54,8 @@ pub type Validator = fn(&[u8], Option<&str>) -> Result<(), String>;
 /// How to ask the upstream for one catalog path; built by the format for each remote.
 #[derive(Debug, Clone)]
 pub struct UpstreamRequest {
-    /// Path (and query) relative to the upstream base URL.
+    /// Path (and query) relative to the upstream base URL, or an absolute URL (fetched
+    /// without the upstream's credentials when it is on another origin).
     pub path: String,
     pub accept: Vec<String>,
     pub freshness: Freshness,
@@ -64,7 +66,8 @@ pub struct UpstreamRequest {
     pub auth_scope: Option<String>,
     /// `Some(limit)`: a small document read whole; `None`: a blob streamed through a flight.
     pub document_limit: Option<u64>,
-    /// Response header that carries the content digest, compared on revalidation (else ETag).
+    /// Response header that carries the content digest, compared on revalidation (else the
+    /// ETag, else Last-Modified).
     pub digest_header: Option<&'static str>,
     /// The format's check of a fetched document (body, Content-Type); failures are not cached.
     pub validate: Option<Validator>,

@@ -78,10 +78,13 @@ impl Upstream {
         }
     }
 
-    /// Send a request to `path` (relative to the base URL), answering one auth challenge.
+    /// Send a request to `path` (relative to the base URL, or an absolute URL), answering one
+    /// auth challenge. Credentials and tokens go to the upstream's own origin only: a URL on
+    /// another host (a release download site named by an index) is fetched anonymously.
     pub async fn send(&self, method: Method, request: &UpstreamRequest) -> Result<Response, RepoError> {
         let url = self.url(&request.path)?;
-        let scope = request.auth_scope.as_deref();
+        let own_origin = url.origin() == self.base.origin();
+        let scope = request.auth_scope.as_deref().filter(|_| own_origin);
         // Documents and revalidations are small: bound them; blob bodies stream for as long as they take.
         let timeout = (request.document_limit.is_some() || method == Method::HEAD).then_some(self.metadata_timeout);
         let mut headers = HeaderMap::new();
@@ -92,7 +95,7 @@ impl Upstream {
         }
         let cached = scope.and_then(|s| self.cached_token(s));
         let first = self.request(&method, &url, &headers, cached.as_deref(), timeout).await?;
-        if first.status() != StatusCode::UNAUTHORIZED {
+        if first.status() != StatusCode::UNAUTHORIZED || !own_origin {
             return Ok(first);
         }
         let Some(challenge) =
@@ -139,7 +142,9 @@ impl Upstream {
         authorization: Option<&str>,
         timeout: Option<Duration>,
     ) -> Result<Response, RepoError> {
-        if let Some(wait) = self.budget.blocked_for() {
+        // The rate-limit budget is the upstream's own; another host's limits are not ours to track.
+        let own_origin = url.origin() == self.base.origin();
+        if let Some(wait) = self.budget.blocked_for().filter(|_| own_origin) {
             let message = format!("rate limited; retrying upstream in {}s", wait.as_secs().max(1));
             return Err(RepoError::Upstream { status: 429, message });
         }
@@ -151,7 +156,9 @@ impl Upstream {
             request = request.timeout(timeout);
         }
         let response = request.send().await.map_err(|e| RepoError::Unreachable(error_chain(&e)))?;
-        self.budget.observe(response.status().as_u16(), response.headers());
+        if own_origin {
+            self.budget.observe(response.status().as_u16(), response.headers());
+        }
         Ok(response)
     }
 
@@ -293,5 +300,7 @@ mod tests {
         let up = Upstream::new(Url::parse("http://127.0.0.1:5000/mirror").unwrap(), None, None, Duration::from_secs(1))
             .unwrap();
         assert_eq!(up.url("/v2/x/manifests/1").unwrap().as_str(), "http://127.0.0.1:5000/mirror/v2/x/manifests/1");
+        // Absolute URLs (charts an index places on another host) are taken as they are.
+        assert_eq!(up.url("http://127.0.0.2:81/a.tgz").unwrap().as_str(), "http://127.0.0.2:81/a.tgz");
     }
 }

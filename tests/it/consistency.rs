@@ -89,17 +89,28 @@ async fn requests_on_one_upload_never_overlap() -> Result<()> {
     let data = noise(77, 1_000_000);
     let digest = sha256_digest(&data);
 
-    // A: a PATCH whose body never comes.
+    // A: a PATCH whose body stops after 600 kB of 1 MB. Once the upload's file holds bytes
+    // (the status GET takes no claim), A is certainly the request holding the upload.
     let mut stalled = tokio::net::TcpStream::connect(srv.addr()).await?;
     let head = format!(
-        "PATCH {}?{} HTTP/1.1\r\nHost: {}\r\nContent-Range: 0-499999\r\nContent-Length: 500000\r\n\r\n",
+        "PATCH {}?{} HTTP/1.1\r\nHost: {}\r\nContent-Range: 0-999999\r\nContent-Length: 1000000\r\n\r\n",
         upload.path(),
         upload.query().unwrap_or(""),
         srv.addr()
     );
     stalled.write_all(head.as_bytes()).await?;
-    stalled.write_all(&[0u8; 1000]).await?;
-    probe_until(&oci, &upload, 416).await?;
+    stalled.write_all(&data[..600_000]).await?;
+    let mut holding = false;
+    for _ in 0..500 {
+        let status = oci.send(oci.http().get(upload.clone())).await?;
+        if status.header("range").is_some_and(|r| r != "0-0") {
+            holding = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    ensure!(holding, "the stalled PATCH never started writing");
+    assert_eq!(probe(&oci, &upload).await?, 416, "a second request on a held upload");
 
     let chunk = oci.http().patch(upload.clone()).header(CONTENT_RANGE, "0-999999").body(data.clone());
     oci.send(chunk).await?.assert_error(416, &["RANGE_INVALID"]);

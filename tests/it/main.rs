@@ -12,6 +12,10 @@
 #[allow(dead_code)]
 mod clients;
 #[allow(dead_code)]
+mod helm_fixtures;
+#[allow(dead_code)]
+mod helm_upstream;
+#[allow(dead_code)]
 mod images;
 #[allow(dead_code)]
 mod oci;
@@ -32,6 +36,8 @@ mod gomod;
 #[allow(dead_code)]
 mod goproxy;
 mod harness;
+mod helm;
+mod helm_remote;
 mod hosted;
 mod remote;
 mod spec_extra;
