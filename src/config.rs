@@ -214,9 +214,13 @@ pub struct RemoteSpec {
 }
 
 impl RemoteSpec {
-    /// Whether `package` matches one of the `exclude` patterns (`*` = any run of characters).
+    /// Whether `package` matches one of the `exclude` patterns: the whole name or a leading run
+    /// of its `/`-separated elements matches (`*` = any run of characters), so `corp.example.com`
+    /// and `*.internal` cover everything below them, as in `GOPRIVATE`.
     pub fn excludes(&self, package: &str) -> bool {
-        self.exclude.iter().any(|pattern| glob_match(pattern, package))
+        let prefixes = package.match_indices('/').map(|(at, _)| &package[..at]).chain([package]);
+        let prefixes: Vec<&str> = prefixes.collect();
+        self.exclude.iter().any(|pattern| prefixes.iter().any(|prefix| glob_match(pattern, prefix)))
     }
 }
 
@@ -545,5 +549,25 @@ mod tests {
         let err =
             load_str("[[repository]]\nname=\"d\"\nformat=\"docker\"\nkind=\"hosted\"\nallow_overwrite=true\n", &[]);
         assert!(err.unwrap_err().to_string().contains("docker tags always move"));
+    }
+
+    #[test]
+    fn exclude_patterns_cover_everything_below_them_like_goprivate() {
+        let toml = "[[repository]]\nname=\"r\"\nformat=\"go\"\nkind=\"remote\"\nupstream=\"http://x\"\n\
+                    exclude=[\"corp.example.com\", \"*.internal\", \"team/*\"]\n";
+        let specs = load_str(toml, &[]).unwrap().validate().unwrap();
+        let KindSpec::Remote(remote) = &specs[0].kind else { panic!("not a remote") };
+        for (name, want) in [
+            ("corp.example.com", true),
+            ("corp.example.com/secret/v2", true),
+            ("corp.example.community/x", false),
+            ("git.internal/x", true),
+            ("internal/x", false),
+            ("team/app", true),
+            ("team", false),
+            ("public.example.org/corp.example.com", false),
+        ] {
+            assert_eq!(remote.excludes(name), want, "{name}");
+        }
     }
 }

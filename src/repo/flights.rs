@@ -100,9 +100,11 @@ async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> R
     // `fetch_timeout` bounds the whole body; an upstream that accepts the connection but never
     // answers must not hold clients (or a virtual repository's later members) for that long.
     let headers_within = job.upstream.metadata_timeout();
-    let response = tokio::time::timeout(headers_within, job.upstream.get(request))
-        .await
-        .map_err(|_| RepoError::Unreachable(format!("upstream sent no response within {headers_within:?}")))??;
+    let Ok(response) = tokio::time::timeout(headers_within, job.upstream.get(request)).await else {
+        job.upstream.went_silent();
+        return Err(RepoError::Unreachable(format!("upstream sent no response within {headers_within:?}")));
+    };
+    let response = response?;
     let total = response.content_length();
     let media_type =
         response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);

@@ -19,6 +19,8 @@ pub struct Upstream {
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     budget: Budget,
     metadata_timeout: Duration,
+    /// Set when a request timed out: until then the upstream is not asked (see `went_silent`).
+    silent_until: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -50,7 +52,29 @@ impl Upstream {
             tokens: Mutex::new(HashMap::new()),
             budget: Budget::default(),
             metadata_timeout,
+            silent_until: Mutex::new(None),
         })
+    }
+
+    /// An upstream that let a request time out is left alone for `metadata_timeout`: a hung
+    /// upstream then costs one wait per window instead of one per request (a virtual
+    /// repository would otherwise wait on it for every request, even for what another member
+    /// has). Requests in the window fail at once as unreachable, so cached copies are served.
+    pub fn went_silent(&self) {
+        tracing::warn!(upstream = %self.base, "upstream timed out; not asked again for {:?}", self.metadata_timeout);
+        *self.silent_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.metadata_timeout);
+    }
+
+    fn silent_for(&self) -> Option<Duration> {
+        let mut until = self.silent_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *until {
+            Some(at) if at > Instant::now() => Some(at - Instant::now()),
+            Some(_) => {
+                *until = None;
+                None
+            }
+            None => None,
+        }
     }
 
     pub fn base(&self) -> &Url {
@@ -148,6 +172,10 @@ impl Upstream {
             let message = format!("rate limited; retrying upstream in {}s", wait.as_secs().max(1));
             return Err(RepoError::Upstream { status: 429, message });
         }
+        if let Some(wait) = self.silent_for().filter(|_| own_origin) {
+            let message = format!("upstream timed out recently; asked again in {}s", wait.as_secs().max(1));
+            return Err(RepoError::Unreachable(message));
+        }
         let mut request = self.client.request(method.clone(), url.clone()).headers(headers.clone());
         if let Some(auth) = authorization {
             request = request.header(AUTHORIZATION, auth);
@@ -155,7 +183,15 @@ impl Upstream {
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        let response = request.send().await.map_err(|e| RepoError::Unreachable(error_chain(&e)))?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                if e.is_timeout() && own_origin {
+                    self.went_silent();
+                }
+                return Err(RepoError::Unreachable(error_chain(&e)));
+            }
+        };
         if own_origin {
             self.budget.observe(response.status().as_u16(), response.headers());
         }
