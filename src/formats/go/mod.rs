@@ -21,10 +21,10 @@ pub mod upload;
 
 use super::{mount, Ctx, Format};
 use crate::model::Action;
-use crate::repo::Repo;
+use crate::repo::{Repo, RepoKind};
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{Method, Request};
+use axum::http::{Method, Request, StatusCode};
 use axum::response::Response;
 use error::GoError;
 use route::{FileKind, Route};
@@ -46,6 +46,23 @@ impl Format for Go {
     }
 
     async fn serve(&self, repo: &Arc<Repo>, _ctx: &Ctx, route: Route, req: Request<Body>) -> Result<Response, GoError> {
+        let read = route::action(&route) == Action::Read;
+        let result = serve_route(repo, route, req).await;
+        match read && !matches!(repo.kind, RepoKind::Hosted) {
+            true => Ok(super::with_cache_status(result, |e| error_detail(e.status()))),
+            false => result,
+        }
+    }
+}
+
+/// A `Cache-Status` detail for an error answer: its reason phrase (`Not Found`, `Bad Gateway`).
+fn error_detail(status: u16) -> String {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    status.canonical_reason().unwrap_or("error").to_string()
+}
+
+async fn serve_route(repo: &Arc<Repo>, route: Route, req: Request<Body>) -> Result<Response, GoError> {
+    {
         match route {
             Route::GetList { module } => lists::get_list(repo, &module).await,
             Route::GetLatest { module } => lists::get_latest(repo, &module).await,
