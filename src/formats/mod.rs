@@ -77,13 +77,17 @@ pub fn with_cache_status<E: IntoResponse>(
     result: Result<Response, E>,
     error_detail: impl FnOnce(&E) -> String,
 ) -> Response {
-    let (mut response, detail) = match result {
-        Ok(response) => (response, "assembled from members".to_string()),
+    match result {
+        Ok(response) => fill_cache_status(response, "assembled from members"),
         Err(e) => {
             let detail = error_detail(&e);
-            (e.into_response(), detail)
+            fill_cache_status(e.into_response(), &detail)
         }
-    };
+    }
+}
+
+/// `response` with `Cache-Status: binaryrepo; detail="<detail>"` unless it has one.
+pub fn fill_cache_status(mut response: Response, detail: &str) -> Response {
     if !response.headers().contains_key(&CACHE_STATUS) {
         let detail = detail.replace(['"', '\\'], "");
         if let Ok(value) = axum::http::HeaderValue::from_str(&format!("binaryrepo; detail=\"{detail}\"")) {

@@ -321,6 +321,11 @@ async fn upstream_answers_the_go_command_would_refuse_are_not_cached() -> Result
         assert_eq!(get(&url("v1.2.0.zip")).await.2.as_ref(), good.as_slice());
     }
     assert_eq!(up.hits("GET /example.com/bad/@v/v1.2.0.zip"), 1);
+    // A pseudo-version with no real time is no version: refused by the route parser, never
+    // asked upstream, and the refusal still says what the cache did.
+    let (status, cache, _) = get(&url("v0.0.0-20191399999999-abcdefabcdef.zip")).await;
+    assert_eq!((status, cache.as_deref()), (404, Some("binaryrepo; detail=\"Not Found\"")));
+    assert_eq!(up.hits_containing("20191399999999"), 0);
     let go = GoEnv::new(&format!("{}/go-remote", srv.base_url()));
     go.ok(&["mod", "download", "example.com/bad@v1.2.0"]).await?;
     assert!(go.run(&["mod", "download", "example.com/bad@v1.0.0"]).await.status.code() != Some(0));
