@@ -93,7 +93,7 @@ async fn bad_uploads_are_rejected_with_reasons() -> Result<()> {
             400,
             "declares module",
         ),
-        (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("a.go", ""), ("A.go", "")]), 400, "collides"),
+        (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("a.go", ""), ("A.go", "")]), 400, "letter case"),
         (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("x/../y.go", "")]), 400, "clean"),
         (url(GREET, "v2.0.0.zip"), library(GREET, "v2.0.0", "x"), 400, "/v2"),
         (url(GREET, "v1.0.zip"), library(GREET, "v1.0", "x"), 400, "canonical"),

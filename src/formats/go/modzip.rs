@@ -5,7 +5,7 @@
 //! the zip is never held in memory; only go.mod (≤ 16 MiB) is read whole.
 
 use super::module::{ModulePath, Version};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{Read, Seek};
 
 /// Limits of the Go module zip format (the x/mod zip package).
@@ -30,7 +30,7 @@ pub fn check<R: Read + Seek>(reader: R, module: &ModulePath, version: &Version) 
         return bad("the zip has two entries with the same name");
     }
     let prefix = format!("{module}@{}/", version.as_str());
-    let mut seen = HashSet::new();
+    let mut seen = HashMap::new();
     let mut total = 0u64;
     let mut go_mod = None;
     for index in 0..archive.len() {
@@ -50,9 +50,7 @@ pub fn check<R: Read + Seek>(reader: R, module: &ModulePath, version: &Version) 
             continue;
         }
         check_file_path(name).or_else(|why| bad(format!("{full:?}: {why}")))?;
-        if !seen.insert(name.to_lowercase()) {
-            return bad(format!("{full:?} collides with another path (paths must differ beyond letter case)"));
-        }
+        collisions(&mut seen, name, is_dir).or_else(|why| bad(format!("{full:?}: {why}")))?;
         if is_dir {
             continue;
         }
@@ -85,6 +83,31 @@ pub fn check<R: Read + Seek>(reader: R, module: &ModulePath, version: &Version) 
         check_go_mod(text, module, version)?;
     }
     Ok(go_mod)
+}
+
+/// x/mod's collision check: `path` and each of its parent directories must not equal another
+/// entry under case folding, nor be a file here and a directory there. `seen` maps folded
+/// paths to (path, is a directory).
+fn collisions(seen: &mut HashMap<String, (String, bool)>, path: &str, is_dir: bool) -> Result<(), String> {
+    let mut path = path;
+    let mut is_dir = is_dir;
+    loop {
+        match seen.get(&path.to_lowercase()) {
+            Some((other, _)) if other != path => {
+                return Err(format!("{other:?} and {path:?} differ only in letter case (paths must differ beyond it)"))
+            }
+            Some((_, was_dir)) if *was_dir != is_dir => return Err(format!("{path:?} is both a file and a directory")),
+            Some(_) if !is_dir => return Err(format!("{path:?} appears twice")),
+            Some(_) => {}
+            None => {
+                seen.insert(path.to_lowercase(), (path.to_string(), is_dir));
+            }
+        }
+        match path.rsplit_once('/') {
+            Some((parent, _)) => (path, is_dir) = (parent, true),
+            None => return Ok(()),
+        }
+    }
 }
 
 /// Read an entry to its end (the zip reader checks its CRC there), refusing more than `room` bytes.
@@ -195,7 +218,8 @@ fn file_name_ok(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_alphanumeric() || "!#$%&()+,-.=@[]^_{}~ ".contains(c);
     }
-    c.is_alphabetic()
+    // Go's unicode.IsLetter: alphabetic, but not letter-like numbers (Nl, e.g. Roman numerals).
+    c.is_alphabetic() && !c.is_numeric()
 }
 
 #[cfg(test)]

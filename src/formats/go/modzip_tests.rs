@@ -31,7 +31,10 @@ fn rejects_what_the_rules_forbid() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("other@v1.0.0/m.go", "")], "is not under"),
         (&[("example.com/m@v1.0.1/m.go", "")], "is not under"),
-        (&[("example.com/m@v1.0.0/a.go", ""), ("example.com/m@v1.0.0/A.go", "")], "collides"),
+        (&[("example.com/m@v1.0.0/a.go", ""), ("example.com/m@v1.0.0/A.go", "")], "letter case"),
+        (&[("example.com/m@v1.0.0/A/x.go", ""), ("example.com/m@v1.0.0/a/y.go", "")], "letter case"),
+        (&[("example.com/m@v1.0.0/a", ""), ("example.com/m@v1.0.0/a/y.go", "")], "both a file and a directory"),
+        (&[("example.com/m@v1.0.0/a/y.go", ""), ("example.com/m@v1.0.0/a", "")], "both a file and a directory"),
         (&[("example.com/m@v1.0.0/../x.go", "")], "clean"),
         (&[("example.com/m@v1.0.0/a//x.go", "")], "clean"),
         (&[("example.com/m@v1.0.0/a:b.go", "")], "not allowed"),
@@ -80,11 +83,15 @@ fn file_paths_follow_check_file_path() {
         ("a;b.go", "not allowed"),
         ("a\u{1}.go", "not allowed"),
         ("a\u{2022}.go", "not allowed"),
+        ("\u{2167}.go", "not allowed"),
     ];
     for (bad, why) in cases {
         let err = check_file_path(bad).unwrap_err();
         assert!(err.contains(why), "{bad:?}: {err}");
     }
+    let dirs =
+        [("example.com/m@v1.0.0/a/", ""), ("example.com/m@v1.0.0/a/x.go", ""), ("example.com/m@v1.0.0/a/y.go", "")];
+    assert!(run(&dirs, "example.com/m", "v1.0.0").is_ok(), "a directory entry and files under it");
     let err = run(&[("example.com/m@v1.0.0/aux.go", "")], "example.com/m", "v1.0.0").unwrap_err();
     assert!(err.0.contains("reserved"), "{err}");
 }
