@@ -228,7 +228,8 @@ async fn build_from_hosted_and_a_real_module_through_the_remote() -> Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gosumdb_verification_works_through_the_proxy() -> Result<()> {
-    let up = TestServer::start(&go_repos(NO_UPSTREAM, "")).await;
+    let open = go_repos(NO_UPSTREAM, "").replace("kind = \"hosted\"\n", "kind = \"hosted\"\nallow_overwrite = true\n");
+    let up = TestServer::start(&open).await;
     publish(&up, "go-local", GREET, "v1.0.0", library(GREET, "v1.0.0", "verified")).await;
     // One upstream URL: a GOPROXY (the hosted repository above) with a signed checksum database.
     let db = crate::gomod::SumDb::start(&format!("{}/go-local", up.base_url())).await?;
@@ -260,6 +261,22 @@ async fn gosumdb_verification_works_through_the_proxy() -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("verifying"), "{stderr}");
     assert!(srv.log().contains("uri=/go/sumdb/sum.example.com/lookup/example.com/twin@v1.0.0 status=404"));
+    // Verification is real: the remote cached a copy that differs from what the database
+    // signs (the upstream replaced it afterwards), and the go command refuses it.
+    let copy = "example.com/copy";
+    publish(&up, "go-local", copy, "v1.0.0", library(copy, "v1.0.0", "tampered")).await;
+    for file in ["v1.0.0.mod", "v1.0.0.zip"] {
+        assert_eq!(get(&format!("{}/go-remote/{copy}/@v/{file}", srv.base_url())).await.0, 200, "{file}");
+    }
+    let (status, text) = crate::gomod::put(
+        &format!("{}/go-local/{copy}/@v/v1.0.0.zip", up.base_url()),
+        library(copy, "v1.0.0", "original"),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+    let out = again.run(&["mod", "download", "example.com/copy@v1.0.0"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("SECURITY ERROR"), "{stderr}");
     Ok(())
 }
 
