@@ -67,6 +67,36 @@ pub async fn mount<F: Format>(format: &F, repo: &Arc<Repo>, ctx: &Ctx, path: &st
     }
 }
 
+/// `Cache-Status` (RFC 9211): every read answer of a remote or virtual repository carries one.
+pub const CACHE_STATUS: axum::http::HeaderName = axum::http::HeaderName::from_static("cache-status");
+
+/// Give a read answer of a remote or virtual repository a `Cache-Status` when its handler set
+/// none (one entry decides most answers; the handler sets it then): answers assembled from
+/// several members and errors get `binaryrepo; detail="…"`.
+pub fn with_cache_status<E: IntoResponse>(
+    result: Result<Response, E>,
+    error_detail: impl FnOnce(&E) -> String,
+) -> Response {
+    match result {
+        Ok(response) => fill_cache_status(response, "assembled from members"),
+        Err(e) => {
+            let detail = error_detail(&e);
+            fill_cache_status(e.into_response(), &detail)
+        }
+    }
+}
+
+/// `response` with `Cache-Status: binaryrepo; detail="<detail>"` unless it has one.
+pub fn fill_cache_status(mut response: Response, detail: &str) -> Response {
+    if !response.headers().contains_key(&CACHE_STATUS) {
+        let detail = detail.replace(['"', '\\'], "");
+        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("binaryrepo; detail=\"{detail}\"")) {
+            response.headers_mut().insert(CACHE_STATUS, value);
+        }
+    }
+    response
+}
+
 /// Requests outside `/v2`: `/<repo>/…` for path-based formats (Helm, Go), `/api/<repo>/…` for
 /// the ChartMuseum API and `/api/go/<repo>/…` for Go uploads. The format sees the path after
 /// the repository key, with `api/` in front for API requests (`index.yaml`, `api/charts/x`).
@@ -94,8 +124,10 @@ fn split_repo_path<'p>(repos: &Repos, path: &'p str) -> Option<(FormatKind, &'p 
     let path = path.trim_start_matches('/');
     if let Some(api) = path.strip_prefix("api/") {
         if let Some(go) = api.strip_prefix("go/") {
+            // Go's upload API, also for keys that are no go repository (a plain-text 404 names
+            // them), unless a Helm repository is called `go`.
             let (key, inner) = split(go);
-            if repos.get(key).is_some_and(|r| r.format == FormatKind::Go) {
+            if !repos.get("go").is_some_and(|r| r.format == FormatKind::Helm) {
                 return Some((FormatKind::Go, key, format!("api/{inner}")));
             }
         }

@@ -1,17 +1,22 @@
 //! Coalescing with streaming fan-out: at most one upstream fetch per (repository, path) at a
 //! time. The fetch runs on its own task (a client hanging up cannot cancel it for the others),
 //! writes into a temporary blob, and every reader tails that blob while it grows, from the
-//! first byte. Nothing is published unless the body is complete and matches its digest; if
-//! it is not, every reader's stream ends with an error, never a silently short body.
+//! first byte. Nothing is published unless the body is complete, matches its digest and
+//! passes the format's blob check (`UpstreamRequest::validate_blob`, run on a local copy off
+//! the async runtime); if it does not, every reader's stream ends with an error, never a
+//! silently short body.
 
+use super::remote::BlobValidator;
 use super::upstream::Upstream;
 use super::{RepoError, UpstreamRequest};
 use crate::model::{Algorithm, Digest, Entry};
-use crate::storage::{BlobError, BlobStore, ByteStream, MetaStore};
+use crate::storage::{BlobError, BlobStore, BlobWriter, ByteStream, MetaStore};
 use futures::StreamExt;
 use std::collections::HashMap;
+use std::io::Seek;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
@@ -111,11 +116,26 @@ async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> R
     let etag = response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
     let algorithm = request.expected.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
     let mut writer = job.blobs.create(upload_id, algorithm).await?;
+    // A format's blob check reads a local copy (the blob store's temporary object need not be a file).
+    let mut copy = match &request.validate_blob {
+        Some(_) => match tokio::task::spawn_blocking(tempfile::tempfile).await {
+            Ok(Ok(file)) => Some(tokio::fs::File::from_std(file)),
+            Ok(Err(e)) => return abort(writer, RepoError::Blob(BlobError::Io(e))).await,
+            Err(e) => return abort(writer, RepoError::Blob(BlobError::Io(e.into()))).await,
+        },
+        None => None,
+    };
     tx.send_replace(Progress::Running { written: 0, total, media_type: media_type.clone() });
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
         let step = match chunk {
-            Ok(bytes) => writer.write(&bytes).await,
+            Ok(bytes) => match writer.write(&bytes).await {
+                Ok(()) => match &mut copy {
+                    Some(copy) => copy.write_all(&bytes).await.map_err(BlobError::Io),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            },
             Err(e) => Err(BlobError::Io(std::io::Error::other(e.to_string()))),
         };
         if let Err(e) = step {
@@ -134,6 +154,17 @@ async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> R
         writer.abort().await;
         return Err(RepoError::Corrupt(format!("upstream body ended at {got} of {total} bytes")));
     }
+    if let (Some(validate), Some(copy)) = (&request.validate_blob, copy) {
+        if let Err(e) = validate_copy(validate.clone(), copy).await {
+            let e = match e {
+                Verdict::Invalid(why) => {
+                    RepoError::Corrupt(format!("upstream sent an invalid blob for {}: {why}", request.path))
+                }
+                Verdict::Failed(e) => RepoError::Blob(BlobError::Io(e)),
+            };
+            return abort(writer, e).await;
+        }
+    }
     let info = writer.commit(request.expected.as_ref()).await.map_err(|e| match e {
         BlobError::DigestMismatch { .. } => RepoError::Corrupt(e.to_string()),
         other => RepoError::Blob(other),
@@ -142,6 +173,28 @@ async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> R
     let entry = super::refresh::cached_entry(&job.repo, &job.path, &digest, &info, media_type, request, etag);
     job.meta.put_entry(&entry).await?;
     Ok(entry)
+}
+
+async fn abort<T>(writer: Box<dyn BlobWriter>, e: RepoError) -> Result<T, RepoError> {
+    writer.abort().await;
+    Err(e)
+}
+
+enum Verdict {
+    Invalid(String),
+    Failed(std::io::Error),
+}
+
+/// Run a format's blob check on the complete local copy, off the async runtime.
+async fn validate_copy(validate: BlobValidator, mut copy: tokio::fs::File) -> Result<(), Verdict> {
+    copy.flush().await.map_err(Verdict::Failed)?;
+    let mut file = copy.into_std().await;
+    let verdict = tokio::task::spawn_blocking(move || {
+        file.seek(std::io::SeekFrom::Start(0)).map_err(Verdict::Failed)?;
+        validate.check(&mut file).map_err(Verdict::Invalid)
+    })
+    .await;
+    verdict.unwrap_or_else(|e| Err(Verdict::Failed(e.into())))
 }
 
 impl FlightReader {

@@ -15,7 +15,7 @@ pub mod upstream;
 use crate::model::{BlobInfo, Digest, Entry, FormatKind, RepoName};
 use crate::storage::blob::{put_stream, ByteStream};
 use crate::storage::{BlobError, BlobStore, MetaError, MetaStore};
-pub use remote::{CacheStatus, Freshness, Remote, UpstreamRequest};
+pub use remote::{BlobValidator, CacheStatus, Freshness, Remote, UpstreamRequest, Validator};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]

@@ -115,8 +115,8 @@ impl Refresh {
         let last_modified = header("last-modified");
         let claimed = request.digest_header.and_then(header);
         let body = read_limited(response, limit).await?;
-        if let Some(validate) = request.validate {
-            validate(&body, media_type.as_deref()).map_err(|why| {
+        if let Some(validate) = &request.validate {
+            validate.check(&body, media_type.as_deref()).map_err(|why| {
                 RepoError::Corrupt(format!("upstream sent an invalid document for {}: {why}", request.path))
             })?;
         }

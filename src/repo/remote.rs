@@ -49,7 +49,50 @@ impl CacheStatus {
 }
 
 /// Checks a fetched document's body against its Content-Type; `Err` says why it is invalid.
-pub type Validator = fn(&[u8], Option<&str>) -> Result<(), String>;
+/// A closure, so a check can depend on what was asked for (a version, a name).
+#[derive(Clone)]
+pub struct Validator(Arc<DocumentCheck>);
+
+type DocumentCheck = dyn Fn(&[u8], Option<&str>) -> Result<(), String> + Send + Sync;
+type BlobCheck = dyn Fn(&mut std::fs::File) -> Result<(), String> + Send + Sync;
+
+impl Validator {
+    pub fn new(check: impl Fn(&[u8], Option<&str>) -> Result<(), String> + Send + Sync + 'static) -> Validator {
+        Validator(Arc::new(check))
+    }
+
+    pub fn check(&self, body: &[u8], content_type: Option<&str>) -> Result<(), String> {
+        (self.0)(body, content_type)
+    }
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Validator")
+    }
+}
+
+/// Checks a fetched blob before it is published: called off the async runtime with a
+/// temporary file holding the complete body (rewound); `Err` says why it is invalid, and the
+/// blob is then neither published nor cached (readers' streams end with an error).
+#[derive(Clone)]
+pub struct BlobValidator(Arc<BlobCheck>);
+
+impl BlobValidator {
+    pub fn new(check: impl Fn(&mut std::fs::File) -> Result<(), String> + Send + Sync + 'static) -> BlobValidator {
+        BlobValidator(Arc::new(check))
+    }
+
+    pub fn check(&self, file: &mut std::fs::File) -> Result<(), String> {
+        (self.0)(file)
+    }
+}
+
+impl std::fmt::Debug for BlobValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobValidator")
+    }
+}
 
 /// How to ask the upstream for one catalog path; built by the format for each remote.
 #[derive(Debug, Clone)]
@@ -71,6 +114,9 @@ pub struct UpstreamRequest {
     pub digest_header: Option<&'static str>,
     /// The format's check of a fetched document (body, Content-Type); failures are not cached.
     pub validate: Option<Validator>,
+    /// The format's check of a fetched blob (streamed through a flight), run on the complete
+    /// body before it is published; failures are not cached.
+    pub validate_blob: Option<BlobValidator>,
 }
 
 pub struct Remote {

@@ -93,13 +93,25 @@ async fn bad_uploads_are_rejected_with_reasons() -> Result<()> {
             400,
             "declares module",
         ),
-        (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("a.go", ""), ("A.go", "")]), 400, "collides"),
+        (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("a.go", ""), ("A.go", "")]), 400, "letter case"),
         (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("x/../y.go", "")]), 400, "clean"),
         (url(GREET, "v2.0.0.zip"), library(GREET, "v2.0.0", "x"), 400, "/v2"),
         (url(GREET, "v1.0.zip"), library(GREET, "v1.0", "x"), 400, "canonical"),
         (url("example.com/Greet", "v1.0.0.zip"), library(GREET, "v1.0.0", "x"), 400, "malformed"),
         (url(GREET, "v1.0.0.mod"), b"module example.com/wrong\n".to_vec(), 400, "declares module"),
         (url(GREET, "v1.0.0.info"), b"{\"Version\":\"v1.0.1\"}".to_vec(), 400, "v1.0.1"),
+        (url(GREET, "v1.0.0.info"), br#"{"Version":"v1.0.0","Time":"yesterday"}"#.to_vec(), 400, "RFC 3339"),
+        (url(GREET, "v1.0.0.info"), br#"{"Version":"v1.0.0"}"#.to_vec(), 400, "no Time"),
+        (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("aux.go", "")]), 400, "reserved"),
+        (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("Com1.txt", "")]), 400, "reserved"),
+        (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("dir./x.go", "")]), 400, "ends with a dot"),
+        (url(GREET, "v1.0.0.zip"), module_zip(GREET, "v1.0.0", &[("a;b.go", "")]), 400, "not allowed"),
+        (
+            url(GREET, "v0.0.0-20191399999999-abcdefabcdef.zip"),
+            library(GREET, "v0.0.0-20191399999999-abcdefabcdef", "x"),
+            400,
+            "real date and time",
+        ),
     ];
     for (url, body, want, why) in cases {
         let (status, text) = put(&url, body).await;
@@ -128,6 +140,9 @@ async fn pseudo_versions_and_incompatible_majors() -> Result<()> {
     let dev = "example.com/dev";
     let pseudo = "v0.0.0-20240102030405-abcdefabcdef";
     publish(&srv, "go-local", dev, pseudo, library(dev, pseudo, "unreleased")).await;
+    // Higher in semver order, but an older commit: @latest is the newest commit, as the mirror picks.
+    let older = "v0.1.1-0.20230101000000-aaaaaaaaaaaa";
+    publish(&srv, "go-local", dev, older, library(dev, older, "older")).await;
     let old = "example.com/old";
     let incompatible = "v2.1.0+incompatible";
     let zip = module_zip(old, incompatible, &[("old.go", "package old\n")]);
@@ -161,7 +176,12 @@ async fn mod_before_zip_and_allow_overwrite() -> Result<()> {
     let url = |repo: &str, file: &str| format!("{}/{repo}/{GREET}/@v/{file}", srv.base_url());
     // A .mod uploaded first binds the zip that follows.
     let go_mod = "module example.com/greet\n\ngo 1.19\n";
-    assert_eq!(put(&url("go-local", "v1.0.0.mod"), go_mod.into()).await.0, 201);
+    let (status, text) = put(&url("go-local", "v1.0.0.mod"), go_mod.into()).await;
+    assert_eq!(status, 201, "{text}");
+    assert!(text.contains("listed once its .zip is uploaded") && !text.contains("published"), "{text}");
+    let info = br#"{"Version":"v1.0.0","Time":"2024-01-02T03:04:05Z"}"#.to_vec();
+    let (status, text) = put(&url("go-local", "v1.0.0.info"), info).await;
+    assert!(status == 201 && text.contains("listed once its .zip is uploaded"), "{status} {text}");
     assert_eq!(get(&url("go-local", "list")).await.0, 404, "not listed before its zip");
     let other = module_zip(GREET, "v1.0.0", &[("go.mod", "module example.com/greet\n\ngo 1.20\n")]);
     let (status, text) = put(&url("go-local", "v1.0.0.zip"), other).await;
@@ -179,5 +199,51 @@ async fn mod_before_zip_and_allow_overwrite() -> Result<()> {
     assert_eq!(put(&url("go-open", "v1.0.0.zip"), two.clone()).await.0, 201);
     assert_eq!(get(&url("go-open", "v1.0.0.zip")).await.2.as_ref(), two.as_slice());
     assert_eq!(get(&url("go-open", "v1.0.0.mod")).await.2.as_ref(), b"module example.com/greet\n\ngo 1.20\n");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_form_errors_are_go_style() -> Result<()> {
+    let helm = "[[repository]]\nname = \"charts\"\nformat = \"helm\"\nkind = \"hosted\"\n";
+    let srv = TestServer::start(&(go_repos(NO_UPSTREAM, "") + helm)).await;
+    let form = |url: String, fields: &[(&str, Vec<u8>)]| {
+        let boundary = "binaryrepo-form-boundary";
+        let mut body = Vec::new();
+        for (name, bytes) in fields {
+            let head =
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\n\r\n");
+            body.extend_from_slice(head.as_bytes());
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        async move {
+            let content_type = format!("multipart/form-data; boundary={boundary}");
+            let request = crate::gomod::http().post(url).header("content-type", content_type).body(body);
+            let response = request.send().await.expect("POST");
+            let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_string());
+            (response.status().as_u16(), content_type.unwrap_or_default(), response.text().await.unwrap_or_default())
+        }
+    };
+    let zip = library(GREET, "v1.0.0", "x");
+    for repo in ["charts", "nothing-here"] {
+        let (status, content_type, text) =
+            form(format!("{}/api/go/{repo}/upload", srv.base_url()), &[("zip", zip.clone())]).await;
+        assert_eq!(status, 404, "{repo}: {text}");
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        assert!(text.contains("no go repository") && text.contains(repo) && !text.contains("helm"), "{text}");
+    }
+    let upload = format!("{}/api/go/go-local/upload/", srv.base_url());
+    let (status, _, text) = form(upload.clone(), &[("zip", zip.clone()), ("zip", zip.clone())]).await;
+    assert!(status == 400 && text.contains("more than one \"zip\""), "{status} {text}");
+    let (status, _, text) =
+        form(upload.clone(), &[("module", GREET.into()), ("zip", zip.clone()), ("module", GREET.into())]).await;
+    assert!(status == 400 && text.contains("more than one \"module\""), "{status} {text}");
+    let response = crate::gomod::http().post(&upload).body(zip.clone()).send().await?;
+    let (status, text) = (response.status().as_u16(), response.text().await?);
+    assert!(status == 400 && text.contains("multipart/form-data") && text.contains("zip"), "{status} {text}");
+    // The trailing slash is accepted.
+    let (status, _, text) = form(upload, &[("zip", zip)]).await;
+    assert_eq!(status, 201, "{text}");
     Ok(())
 }

@@ -82,7 +82,25 @@ async fn virtual_merges_members_and_hosted_paths_shadow_remotes() -> Result<()> 
     let (status, _, _) = get(&format!("{}/go/{lib}/@v/v1.5.0.info", srv.base_url())).await;
     assert_eq!(status, 404);
     assert_eq!(up.hits_containing("/example.com/lib/"), 0, "the upstream was asked about a hosted module");
+    // Nor through the checksum database proxy: a lookup would name the private module upstream.
+    up.file("/sumdb/sum.example.com/lookup/example.com/lib@v1.5.0", "1\nexample.com/lib v1.5.0 h1:x=\n");
+    let (status, cache, _) =
+        get(&format!("{}/go/sumdb/sum.example.com/lookup/example.com/lib@v1.5.0", srv.base_url())).await;
+    assert_eq!(status, 404);
+    assert!(cache.is_some_and(|c| c.contains("Not Found")), "errors carry Cache-Status too");
+    assert_eq!(up.hits_containing("example.com/lib@"), 0, "a sumdb lookup named a hosted module upstream");
+    // A module no hosted member holds is still looked up.
+    up.file("/sumdb/sum.example.com/lookup/example.com/only@v0.2.0", "2\nexample.com/only v0.2.0 h1:y=\n");
+    assert_eq!(
+        get(&format!("{}/go/sumdb/sum.example.com/lookup/example.com/only@v0.2.0", srv.base_url())).await.0,
+        200
+    );
     assert!(up.hits("/example.com/only/@v/v0.2.0.zip") == 1);
+    // Lists merged from members and missing versions say what the cache did.
+    let (status, cache, _) = get(&format!("{}/go/{lib}/@v/list", srv.base_url())).await;
+    assert_eq!((status, cache.as_deref()), (200, Some("binaryrepo; detail=\"assembled from members\"")));
+    let (status, cache, _) = get(&format!("{}/go-remote/example.com/none/@v/list", srv.base_url())).await;
+    assert_eq!((status, cache.as_deref()), (404, Some("binaryrepo; detail=\"Not Found\"")));
     Ok(())
 }
 
@@ -210,7 +228,8 @@ async fn build_from_hosted_and_a_real_module_through_the_remote() -> Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gosumdb_verification_works_through_the_proxy() -> Result<()> {
-    let up = TestServer::start(&go_repos(NO_UPSTREAM, "")).await;
+    let open = go_repos(NO_UPSTREAM, "").replace("kind = \"hosted\"\n", "kind = \"hosted\"\nallow_overwrite = true\n");
+    let up = TestServer::start(&open).await;
     publish(&up, "go-local", GREET, "v1.0.0", library(GREET, "v1.0.0", "verified")).await;
     // One upstream URL: a GOPROXY (the hosted repository above) with a signed checksum database.
     let db = crate::gomod::SumDb::start(&format!("{}/go-local", up.base_url())).await?;
@@ -232,11 +251,30 @@ async fn gosumdb_verification_works_through_the_proxy() -> Result<()> {
     again.set("GOSUMDB", &db.key);
     again.set("GONOSUMDB", "");
     again.ok(&["mod", "download", "example.com/greet@v1.0.0"]).await?;
-    // Verification is real: a local copy that differs from what the database signed fails.
+    // A module held by the hosted member is never looked up upstream (its name could be
+    // private): the lookup answers 404 and the go command, verifying, refuses the download
+    // instead of trusting an unverified copy (GONOSUMDB is how private modules skip the database).
     let twin = "example.com/twin";
     publish(&up, "go-local", twin, "v1.0.0", library(twin, "v1.0.0", "original")).await;
     publish(&srv, "go-local", twin, "v1.0.0", library(twin, "v1.0.0", "tampered")).await;
     let out = again.run(&["mod", "download", "example.com/twin@v1.0.0"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("verifying"), "{stderr}");
+    assert!(srv.log().contains("uri=/go/sumdb/sum.example.com/lookup/example.com/twin@v1.0.0 status=404"));
+    // Verification is real: the remote cached a copy that differs from what the database
+    // signs (the upstream replaced it afterwards), and the go command refuses it.
+    let copy = "example.com/copy";
+    publish(&up, "go-local", copy, "v1.0.0", library(copy, "v1.0.0", "tampered")).await;
+    for file in ["v1.0.0.mod", "v1.0.0.zip"] {
+        assert_eq!(get(&format!("{}/go-remote/{copy}/@v/{file}", srv.base_url())).await.0, 200, "{file}");
+    }
+    let (status, text) = crate::gomod::put(
+        &format!("{}/go-local/{copy}/@v/v1.0.0.zip", up.base_url()),
+        library(copy, "v1.0.0", "original"),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+    let out = again.run(&["mod", "download", "example.com/copy@v1.0.0"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("SECURITY ERROR"), "{stderr}");
     Ok(())
@@ -260,5 +298,53 @@ async fn remote_list_is_revalidated_and_follows_the_upstream() -> Result<()> {
     let (_, _, body) = get(&list).await;
     assert_eq!(body.as_ref(), b"v1.0.0\nv1.1.0\n");
     assert_eq!(up.hits("GET /example.com/greet/@v/list"), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_answers_the_go_command_would_refuse_are_not_cached() -> Result<()> {
+    let up = FakeGoProxy::start().await;
+    let bad = "example.com/bad";
+    up.file("/example.com/bad/@v/v1.0.0.info", r#"{"Version":"v1.0.1","Time":"2024-01-02T03:04:05Z"}"#);
+    up.file("/example.com/bad/@v/v1.1.0.info", r#"{"Version":"v1.1.0","Time":"last tuesday"}"#);
+    // A zip whose files are not under example.com/bad@v1.0.0/, and one with a reserved name.
+    up.file("/example.com/bad/@v/v1.0.0.zip", library("example.com/other", "v1.0.0", "x"));
+    up.file("/example.com/bad/@v/v1.1.0.zip", module_zip(bad, "v1.1.0", &[("aux.go", "package bad\n")]));
+    let good = library(bad, "v1.2.0", "fine");
+    up.version(bad, "v1.2.0", "module example.com/bad\n\ngo 1.19\n", good.clone());
+    let srv = TestServer::start(&go_repos(up.url(), "")).await;
+    let url = |file: &str| format!("{}/go-remote/{bad}/@v/{file}", srv.base_url());
+
+    for (file, why) in [("v1.0.0.info", "v1.0.1"), ("v1.1.0.info", "RFC 3339")] {
+        for _ in 0..2 {
+            let (status, cache, body) = get(&url(file)).await;
+            let text = String::from_utf8_lossy(&body);
+            assert_eq!(status, 502, "{file}: {text}");
+            assert!(text.contains(why), "{file}: {text}");
+            assert!(cache.is_some(), "{file}: errors carry Cache-Status");
+        }
+        assert_eq!(up.hits(&format!("/example.com/bad/@v/{file}")), 2, "{file} was cached");
+    }
+    for file in ["v1.0.0.zip", "v1.1.0.zip"] {
+        for _ in 0..2 {
+            let response = crate::gomod::http().get(url(file)).send().await?;
+            let complete = response.status() == 200 && response.bytes().await.is_ok();
+            assert!(!complete, "{file}: a zip that fails the module-zip checks was served whole");
+        }
+        assert_eq!(up.hits(&format!("GET /example.com/bad/@v/{file}")), 2, "{file} was cached");
+    }
+    // A good zip is still cached (validated once, then served from the store).
+    for _ in 0..2 {
+        assert_eq!(get(&url("v1.2.0.zip")).await.2.as_ref(), good.as_slice());
+    }
+    assert_eq!(up.hits("GET /example.com/bad/@v/v1.2.0.zip"), 1);
+    // A pseudo-version with no real time is no version: refused by the route parser, never
+    // asked upstream, and the refusal still says what the cache did.
+    let (status, cache, _) = get(&url("v0.0.0-20191399999999-abcdefabcdef.zip")).await;
+    assert_eq!((status, cache.as_deref()), (404, Some("binaryrepo; detail=\"Not Found\"")));
+    assert_eq!(up.hits_containing("20191399999999"), 0);
+    let go = GoEnv::new(&format!("{}/go-remote", srv.base_url()));
+    go.ok(&["mod", "download", "example.com/bad@v1.2.0"]).await?;
+    assert!(go.run(&["mod", "download", "example.com/bad@v1.0.0"]).await.status.code() != Some(0));
     Ok(())
 }

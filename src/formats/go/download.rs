@@ -8,7 +8,9 @@ use super::module::{ModulePath, Version};
 use super::paths;
 use super::route::FileKind;
 use crate::model::Entry;
-use crate::repo::{Found, Freshness, Lookup, Remote, Repo, RepoError, RepoKind, UpstreamRequest};
+use crate::repo::{
+    BlobValidator, Found, Freshness, Lookup, Remote, Repo, RepoError, RepoKind, UpstreamRequest, Validator,
+};
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
@@ -37,6 +39,7 @@ pub fn upstream(path: String, freshness: Freshness, package: &ModulePath, docume
         document_limit: document.then_some(MAX_DOCUMENT),
         digest_header: None,
         validate: None,
+        validate_blob: None,
     }
 }
 
@@ -48,20 +51,61 @@ fn file_request(module: &ModulePath, query: &str, kind: FileKind) -> UpstreamReq
     };
     let path = format!("{}/@v/{}.{}", module.escaped(), super::module::escape(query), kind.extension());
     let mut request = upstream(path, freshness, module, kind != FileKind::Zip);
-    request.validate = match kind {
-        FileKind::Info => Some(|body, _| validate_info(body)),
-        FileKind::Mod => Some(|body, _| std::str::from_utf8(body).map(drop).map_err(|e| e.to_string())),
-        FileKind::Zip => None,
-    };
+    // A canonical version's .info must name exactly that version (the go command refuses
+    // anything else); a query's (`master`) names whatever it resolved to.
+    let wanted = Version::parse(query).map(|v| v.as_str().to_string());
+    match kind {
+        FileKind::Info => {
+            request.validate = Some(Validator::new(move |body, _| validate_info(body, wanted.as_deref())));
+        }
+        FileKind::Mod => {
+            request.validate =
+                Some(Validator::new(|body, _| std::str::from_utf8(body).map(drop).map_err(|e| e.to_string())));
+        }
+        FileKind::Zip => {
+            let (module, version) = (module.clone(), Version::parse(query));
+            request.validate_blob = Some(BlobValidator::new(move |file| {
+                let Some(version) = &version else { return Err("not a canonical version".into()) };
+                super::modzip::check(file, &module, version).map(drop).map_err(|e| e.0)
+            }));
+        }
+    }
     request
 }
 
-/// An `.info` (or `@latest`) document: JSON with a `Version`.
-pub fn validate_info(body: &[u8]) -> Result<(), String> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+/// An `.info` (or `@latest`) document: JSON with a `Version` (equal to `wanted` when given)
+/// and, when present, a `Time` in RFC 3339 (the go command refuses anything else).
+pub fn validate_info(body: &[u8], wanted: Option<&str>) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("is not JSON: {e}"))?;
+    match wanted {
+        Some(wanted) => check_info(&value, wanted),
+        // A query's answer (`master`, `@latest`) names a canonical version, whichever it is.
+        None => match value.get("Version").and_then(|v| v.as_str()) {
+            Some(v) if Version::parse(v).is_some() => check_time(&value),
+            Some(v) => Err(format!("names {v:?}, which is not a canonical version")),
+            None => Err(no_version()),
+        },
+    }
+}
+
+fn no_version() -> String {
+    "has no Version field".into()
+}
+
+fn check_time(value: &serde_json::Value) -> Result<(), String> {
+    match value.get("Time") {
+        None => Ok(()),
+        Some(serde_json::Value::String(t)) if super::module::is_rfc3339(t) => Ok(()),
+        Some(t) => Err(format!("has a Time that is not an RFC 3339 date-time: {t}")),
+    }
+}
+
+/// `.info` for `version`: its `Version` is exactly `version`, its `Time` (if any) RFC 3339.
+pub fn check_info(value: &serde_json::Value, version: &str) -> Result<(), String> {
     match value.get("Version").and_then(|v| v.as_str()) {
-        Some(_) => Ok(()),
-        None => Err("no Version field".into()),
+        Some(v) if v == version => check_time(value),
+        Some(v) => Err(format!("names version {v}, not {version}")),
+        None => Err(no_version()),
     }
 }
 
@@ -134,4 +178,28 @@ pub async fn respond(repo: &Repo, found: Found, holder: &Repo, content_type: &st
 /// A small document's bytes (lists, .info), wherever it was found.
 pub async fn read(holder: &Repo, entry: &Entry) -> Result<bytes::Bytes, GoError> {
     Ok(holder.read_entry(entry, MAX_DOCUMENT).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_info;
+
+    #[test]
+    fn upstream_info_documents() {
+        let ok = br#"{"Version":"v1.0.0","Time":"2024-01-02T03:04:05Z"}"#;
+        assert!(validate_info(ok, Some("v1.0.0")).is_ok());
+        assert!(validate_info(ok, None).is_ok());
+        assert!(validate_info(br#"{"Version":"v1.0.0"}"#, Some("v1.0.0")).is_ok(), "Time is optional upstream");
+        let cases: [(&[u8], Option<&str>, &str); 5] = [
+            (ok, Some("v1.0.1"), "not v1.0.1"),
+            (br#"{"Version":"v1.0.0","Time":"soon"}"#, Some("v1.0.0"), "RFC 3339"),
+            (br#"{"Version":"master","Time":"2024-01-02T03:04:05Z"}"#, None, "not a canonical version"),
+            (br#"{"Time":"2024-01-02T03:04:05Z"}"#, None, "no Version"),
+            (b"<html>", None, "not JSON"),
+        ];
+        for (body, wanted, why) in cases {
+            let err = validate_info(body, wanted).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use super::error::GoError;
 use super::module::{self, ModulePath, Version};
 use super::paths;
 use super::route::FileKind;
-use crate::repo::{Freshness, Remote, Repo, RepoKind, UpstreamRequest};
+use crate::repo::{Freshness, Remote, Repo, RepoKind, UpstreamRequest, Validator};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -33,14 +33,14 @@ pub async fn stored_versions(repo: &Repo, module: &ModulePath) -> Result<Vec<Ver
 fn list_request(module: &ModulePath) -> UpstreamRequest {
     let path = format!("{}/@v/list", module.escaped());
     let mut request = download::upstream(path, Freshness::Mutable, module, true);
-    request.validate = Some(|body, _| std::str::from_utf8(body).map(drop).map_err(|e| e.to_string()));
+    request.validate = Some(Validator::new(|body, _| std::str::from_utf8(body).map(drop).map_err(|e| e.to_string())));
     request
 }
 
 fn latest_request(module: &ModulePath) -> UpstreamRequest {
     let path = format!("{}/@latest", module.escaped());
     let mut request = download::upstream(path, Freshness::Mutable, module, true);
-    request.validate = Some(|body, _| download::validate_info(body));
+    request.validate = Some(Validator::new(|body, _| download::validate_info(body, None)));
     request
 }
 

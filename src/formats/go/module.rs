@@ -141,7 +141,12 @@ impl Version {
         if !(semver.build.is_empty() || semver.build.as_str() == "incompatible") {
             return None;
         }
-        Some(Version { raw: raw.to_string(), semver })
+        let version = Version { raw: raw.to_string(), semver };
+        // Shaped like a pseudo-version but with no real commit time: the go command refuses it.
+        if version.pseudo_stamp().is_some_and(|stamp| civil_time(stamp).is_none()) {
+            return None;
+        }
+        Some(version)
     }
 
     pub fn as_str(&self) -> &str {
@@ -167,6 +172,12 @@ impl Version {
 
     /// The commit time of a pseudo-version as RFC 3339 (`2019-01-02T15:04:05Z`).
     pub fn pseudo_time(&self) -> Option<String> {
+        let (year, month, day, hour, minute, second) = civil_time(self.pseudo_stamp()?)?;
+        Some(format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"))
+    }
+
+    /// The 14-digit `yyyymmddhhmmss` of a version shaped like a pseudo-version (its three forms).
+    fn pseudo_stamp(&self) -> Option<&str> {
         let (head, rev) = self.semver.pre.as_str().rsplit_once('-')?;
         if rev.is_empty() || !rev.bytes().all(|b| b.is_ascii_alphanumeric()) || head.len() < 14 {
             return None;
@@ -179,8 +190,7 @@ impl Version {
         if !((before.is_empty() && base_zero) || before == "0." || before.ends_with(".0.")) {
             return None;
         }
-        let s = |a: usize, b: usize| &stamp[a..b];
-        Some(format!("{}-{}-{}T{}:{}:{}Z", s(0, 4), s(4, 6), s(6, 8), s(8, 10), s(10, 12), s(12, 14)))
+        Some(stamp)
     }
 
     /// Whether this version may be published under a module path with `suffix` (`/v2`, `.v1`, "").
@@ -211,13 +221,67 @@ impl PartialOrd for Version {
 }
 
 /// What `@latest` answers from a set of versions: the highest release, else the highest
-/// pre-release, else the newest pseudo-version (Go modules reference, "Version queries").
+/// pre-release, else the pseudo-version with the newest commit time, as the Go module mirror
+/// does (Go modules reference, "Version queries"); semver order breaks a tie.
 pub fn latest<'a>(versions: impl IntoIterator<Item = &'a Version>) -> Option<&'a Version> {
     let versions: Vec<&Version> = versions.into_iter().collect();
     let best = |keep: &dyn Fn(&Version) -> bool| versions.iter().copied().filter(|v| keep(v)).max();
     best(&|v| !v.is_prerelease() && !v.is_pseudo())
         .or_else(|| best(&|v| v.is_prerelease() && !v.is_pseudo()))
-        .or_else(|| best(&|v| v.is_pseudo()))
+        .or_else(|| versions.iter().copied().filter_map(|v| Some((v.pseudo_stamp()?, v))).max().map(|(_, v)| v))
+}
+
+/// `yyyymmddhhmmss` as (year, month, day, hour, minute, second) when it is a real UTC time.
+fn civil_time(stamp: &str) -> Option<(u32, u32, u32, u32, u32, u32)> {
+    let n = |a: usize, b: usize| stamp.get(a..b)?.parse::<u32>().ok();
+    let (year, month, day) = (n(0, 4)?, n(4, 6)?, n(6, 8)?);
+    let (hour, minute, second) = (n(8, 10)?, n(10, 12)?, n(12, 14)?);
+    (stamp.len() == 14 && valid_date(year, month, day) && hour < 24 && minute < 60 && second < 60)
+        .then_some((year, month, day, hour, minute, second))
+}
+
+fn valid_date(year: u32, month: u32, day: u32) -> bool {
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day)
+}
+
+/// Whether `s` is an RFC 3339 date-time as Go's `time.Time` JSON form is parsed
+/// (`2006-01-02T15:04:05[.frac](Z|±hh:mm)`).
+pub fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let n = |a: usize, l: usize| s[a..a + l].parse::<u32>().unwrap_or(u32::MAX);
+    if b.len() < 20 || !digits(0..4) || !digits(5..7) || !digits(8..10) || !digits(11..13) || !digits(14..16) {
+        return false;
+    }
+    if !digits(17..19) || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' {
+        return false;
+    }
+    if b[16] != b':' || !valid_date(n(0, 4), n(5, 2), n(8, 2)) || n(11, 2) > 23 || n(14, 2) > 59 || n(17, 2) > 59 {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let len = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return false;
+        }
+        rest = &frac[len..];
+    }
+    match rest.as_bytes() {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit()) && n(s.len() - 5, 2) < 24 && n(s.len() - 2, 2) < 60
+        }
+        _ => false,
+    }
 }
 
 /// The `@v/list` body: sorted, deduplicated, without pseudo-versions, one per line.

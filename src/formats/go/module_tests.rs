@@ -84,3 +84,53 @@ fn ordering_and_latest() {
     assert_eq!(list_body(&pseudo), "");
     assert!(latest(&[]).is_none());
 }
+
+#[test]
+fn pseudo_versions_need_a_real_time() {
+    for bad in [
+        "v0.0.0-20191301000000-abcdef123456",
+        "v0.0.0-20190230000000-abcdef123456",
+        "v0.0.0-20190102250405-abcdef123456",
+        "v1.2.4-0.20190102156005-abcdef123456",
+        "v1.2.3-pre.0.20190100150405-abcdef123456",
+    ] {
+        assert!(Version::parse(bad).is_none(), "{bad}");
+    }
+    assert!(Version::parse("v0.0.0-20200229235959-abcdef123456").is_some(), "leap day");
+    assert!(Version::parse("v0.0.0-21000229000000-abcdef123456").is_none(), "2100 is no leap year");
+}
+
+#[test]
+fn latest_pseudo_version_is_the_newest_commit() {
+    // v0.0.0-2021… sorts below v1.2.4-0.2020… by semver, but its commit is newer.
+    let vs: Vec<Version> = ["v1.2.4-0.20200101000000-aaaaaaaaaaaa", "v0.0.0-20210101000000-bbbbbbbbbbbb"]
+        .iter()
+        .map(|v| Version::parse(v).unwrap())
+        .collect();
+    assert_eq!(latest(&vs).unwrap().as_str(), "v0.0.0-20210101000000-bbbbbbbbbbbb");
+    let with_pre: Vec<Version> = vs.iter().cloned().chain(Version::parse("v0.1.0-rc.1")).collect();
+    assert_eq!(latest(&with_pre).unwrap().as_str(), "v0.1.0-rc.1", "a pre-release beats pseudo-versions");
+}
+
+#[test]
+fn rfc3339_times() {
+    for good in
+        ["2019-01-02T15:04:05Z", "2019-01-02T15:04:05.123456789Z", "2024-02-29T00:00:00+05:30", "2019-01-02t15:04:05z"]
+    {
+        assert!(is_rfc3339(good), "{good}");
+    }
+    for bad in [
+        "",
+        "yesterday",
+        "2019-01-02",
+        "2019-01-02 15:04:05Z",
+        "2019-13-02T15:04:05Z",
+        "2019-02-30T15:04:05Z",
+        "2019-01-02T15:04:05",
+        "2019-01-02T15:04:05.Z",
+        "2019-01-02T24:00:00Z",
+        "2019-01-02T15:04:05+0530",
+    ] {
+        assert!(!is_rfc3339(bad), "{bad}");
+    }
+}

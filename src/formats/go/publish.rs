@@ -167,10 +167,10 @@ async fn check_zip(
 fn check_info(info: &[u8], version: &Version) -> Result<(), GoError> {
     let value: serde_json::Value =
         serde_json::from_slice(info).map_err(|e| GoError::BadRequest(format!(".info is not JSON: {e}")))?;
-    match value.get("Version").and_then(|v| v.as_str()) {
-        Some(v) if v == version.as_str() => Ok(()),
-        Some(v) => Err(GoError::BadRequest(format!(".info names version {v}, not {}", version.as_str()))),
-        None => Err(GoError::BadRequest(".info has no Version field".into())),
+    super::download::check_info(&value, version.as_str()).map_err(|why| GoError::BadRequest(format!(".info {why}")))?;
+    match value.get("Time") {
+        Some(_) => Ok(()),
+        None => Err(GoError::BadRequest(".info has no Time field (RFC 3339, e.g. 2019-01-02T15:04:05Z)".into())),
     }
 }
 

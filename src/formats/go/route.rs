@@ -84,7 +84,7 @@ pub fn parse(method: &Method, path: &str, _query: Option<&str>) -> Result<Route,
     let path = percent_decode(path).ok_or_else(|| GoError::BadRequest(format!("bad percent-encoding in {path:?}")))?;
     let unknown = || GoError::NotFound(format!("not a GOPROXY path: {path:?}"));
     let read = *method == Method::GET || *method == Method::HEAD;
-    if path == "api/upload" {
+    if path == "api/upload" || path == "api/upload/" {
         return match *method {
             Method::POST => Ok(Route::Upload),
             _ => Err(GoError::MethodNotAllowed("use POST for api/upload".into())),
@@ -130,7 +130,10 @@ fn module_path(escaped: &str) -> Result<ModulePath, GoError> {
 /// queries through `.info` first); uploads of one are a client error.
 fn canonical(raw: &str, read: bool) -> Result<Version, GoError> {
     Version::parse(raw).ok_or_else(|| {
-        let message = format!("{raw:?} is not a canonical semantic version (vMAJOR.MINOR.PATCH[-pre][+incompatible])");
+        let message = format!(
+            "{raw:?} is not a canonical semantic version (vMAJOR.MINOR.PATCH[-pre][+incompatible]; \
+             a pseudo-version's yyyymmddhhmmss must be a real date and time)"
+        );
         if read {
             GoError::NotFound(message)
         } else {

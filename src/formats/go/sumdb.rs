@@ -5,14 +5,20 @@
 //! module names from reaching the upstream. Hosted repositories have no checksum database:
 //! 404 tells the go command to contact it directly.
 
-use super::download::{find, respond, MAX_DOCUMENT};
+use super::download::{find, members_for, respond, MAX_DOCUMENT};
 use super::error::GoError;
-use super::module::unescape;
+use super::module::{unescape, ModulePath};
 use super::paths;
 use super::route::SumdbKind;
 use crate::repo::{Freshness, Remote, Repo, RepoKind, UpstreamRequest};
 use axum::response::Response;
 use std::sync::Arc;
+
+/// The module of a `lookup/<module>@<version>` path (escaped in the URL).
+fn lookup_module(path: &str, kind: SumdbKind) -> Option<ModulePath> {
+    let (module, _) = path.strip_prefix("lookup/")?.rsplit_once('@')?;
+    (kind == SumdbKind::Lookup).then(|| ModulePath::from_escaped(module).ok())?
+}
 
 fn request(name: &str, path: &str, kind: SumdbKind) -> UpstreamRequest {
     let freshness = match kind {
@@ -35,15 +41,19 @@ fn request(name: &str, path: &str, kind: SumdbKind) -> UpstreamRequest {
         document_limit: Some(MAX_DOCUMENT),
         digest_header: None,
         validate: None,
+        validate_blob: None,
     }
 }
 
 pub async fn get(repo: &Arc<Repo>, name: &str, path: &str, kind: SumdbKind) -> Result<Response, GoError> {
-    let remotes: Vec<Arc<Repo>> = match &repo.kind {
-        RepoKind::Remote(_) => vec![repo.clone()],
-        RepoKind::Virtual { members, .. } => members.iter().filter(|m| m.remote().is_some()).cloned().collect(),
-        RepoKind::Hosted => Vec::new(),
+    let members = match (&repo.kind, lookup_module(path, kind)) {
+        // The dependency-confusion guard of downloads: a module held by a hosted member is
+        // never named to a remote's upstream, not even in a checksum lookup.
+        (RepoKind::Virtual { .. }, Some(module)) => members_for(repo, &module).await?,
+        (RepoKind::Virtual { members, .. }, None) => members.clone(),
+        _ => vec![repo.clone()],
     };
+    let remotes: Vec<Arc<Repo>> = members.into_iter().filter(|m| m.remote().is_some()).collect();
     let upstream = |_: &Remote| request(name, path, kind);
     let Some((found, holder)) = find(&remotes, &paths::sumdb(name, path), &upstream).await? else {
         return Err(GoError::NotFound(format!("checksum database {name} is not proxied here")));

@@ -5,6 +5,7 @@
 use super::error::GoError;
 use super::module::{ModulePath, Version};
 use super::modzip::{self, MAX_GO_MOD, MAX_ZIP};
+use super::paths;
 use super::publish::{publish, read_small, spool, Release, MAX_INFO};
 use super::route::FileKind;
 use crate::repo::Repo;
@@ -40,16 +41,34 @@ pub async fn put(
 
 async fn done(target: &Repo, release: Release) -> Result<Response, GoError> {
     let name = format!("{}@{}", release.module, release.version.as_str());
-    let (status, what) = match publish(target, release).await? {
-        true => (StatusCode::CREATED, "published"),
-        false => (StatusCode::OK, "already published"),
+    let zip = paths::file(&release.module, release.version.as_str(), FileKind::Zip);
+    let has_zip = release.zip.is_some();
+    let created = publish(target, release).await?;
+    // Only a zip makes a version listed; a lone .mod or .info waits for it.
+    let listed = has_zip || target.get_local(&zip).await?.is_some();
+    let message = match (created, listed) {
+        (true, true) => format!("published {name}"),
+        (false, true) => format!("already published {name}"),
+        (true, false) => format!("stored for {name}; the version is listed once its .zip is uploaded"),
+        (false, false) => format!("already stored for {name}; the version is listed once its .zip is uploaded"),
     };
-    Ok((status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{what} {name}\n")).into_response())
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response())
 }
 
 /// The multipart form, with a body limit that fits a maximal module zip.
 pub async fn upload(repo: &Repo, req: Request<Body>) -> Result<Response, GoError> {
     let target = repo.write_target()?;
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+    if !multipart {
+        return Err(GoError::BadRequest(
+            "expected a multipart/form-data form with a zip field (and optional module, version, mod, info)".into(),
+        ));
+    }
     let service = ServiceBuilder::new().layer(DefaultBodyLimit::max((MAX_ZIP + 2 * MAX_GO_MOD) as usize)).service_fn(
         |req: Request<Body>| async move { Ok::<_, std::convert::Infallible>(Multipart::from_request(req, &()).await) },
     );
@@ -59,6 +78,17 @@ pub async fn upload(repo: &Repo, req: Request<Body>) -> Result<Response, GoError
     while let Some(field) = form.next_field().await.map_err(|e| GoError::BadRequest(e.body_text()))? {
         let name = field.name().unwrap_or("").to_string();
         let body = field.map_err(aborted);
+        let seen = match name.as_str() {
+            "module" => module.is_some(),
+            "version" => version.is_some(),
+            "zip" => zip.is_some(),
+            "mod" => go_mod.is_some(),
+            "info" => info.is_some(),
+            _ => false,
+        };
+        if seen {
+            return Err(GoError::BadRequest(format!("the form has more than one {name:?} field")));
+        }
         match name.as_str() {
             "module" => module = Some(text(read_small(body, 1024).await?)?),
             "version" => version = Some(text(read_small(body, 1024).await?)?),

@@ -90,6 +90,7 @@ async fn find(repo: &Repo, file: &ChartFile, kind: Kind) -> Result<Option<Found>
             document_limit: None,
             digest_header: None,
             validate: None,
+            validate_blob: None,
         };
         let lookup = Lookup { path: kind.path(name.as_str(), version.as_str()), upstream: Some(&request) };
         return Ok(repo.get(&lookup).await?);

@@ -194,7 +194,8 @@ pub fn index_request(_remote: &Remote) -> UpstreamRequest {
         auth_scope: None,
         document_limit: Some(MAX_INDEX),
         digest_header: None,
-        validate: Some(validate_index),
+        validate: Some(crate::repo::Validator::new(validate_index)),
+        validate_blob: None,
     }
 }
 

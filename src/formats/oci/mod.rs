@@ -20,7 +20,7 @@ use crate::model::{Action, FormatKind};
 use crate::repo::{Freshness, Remote, Repo, RepoKind, Repos, UpstreamRequest};
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{header, Method, Request};
+use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
 use error::{ErrorCode, OciError};
 use route::Route;
@@ -76,20 +76,8 @@ impl Format for Oci {
 /// (referrers) and errors get a `detail` instead, and a 429 tells when the upstream takes
 /// requests again.
 fn with_cache_status(repo: &Repo, result: Result<Response, OciError>) -> Result<Response, OciError> {
-    const CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
-    match result {
-        Ok(mut response) => {
-            if !response.headers().contains_key(&CACHE_STATUS) {
-                let value = header::HeaderValue::from_static("binaryrepo; detail=\"assembled from members\"");
-                response.headers_mut().insert(CACHE_STATUS, value);
-            }
-            Ok(response)
-        }
-        Err(e) => {
-            let value = format!("binaryrepo; detail=\"{}\"", e.code.as_str());
-            Err(e.with_retry_after(repo).with_header(CACHE_STATUS, value))
-        }
-    }
+    let result = result.map_err(|e| e.with_retry_after(repo));
+    Ok(super::with_cache_status(result, |e| e.code.as_str().to_string()))
 }
 
 /// How `/v2/` requests find their repository.
@@ -205,6 +193,7 @@ pub fn upstream_request(remote: &Remote, name: &str, endpoint: &str, freshness: 
         document_limit: None,
         digest_header: None,
         validate: None,
+        validate_blob: None,
     }
 }
 

@@ -27,7 +27,10 @@ pub fn manifest_request(remote: &Remote, name: &str, reference: &Reference) -> U
         package: Some(name.to_string()),
         document_limit: Some(MAX_MANIFEST),
         digest_header: Some(DIGEST_HEADER),
-        validate: Some(|body, content_type| manifest::parse(body, content_type).map(drop).map_err(|e| e.message)),
+        validate: Some(crate::repo::Validator::new(|body, content_type| {
+            manifest::parse(body, content_type).map(drop).map_err(|e| e.message)
+        })),
+        validate_blob: None,
         ..upstream_request(remote, name, &format!("manifests/{reference}"), freshness)
     }
 }
