@@ -5,6 +5,10 @@
 //! `BINARYREPO_STORAGE__PATH`, and per repository by name (`-` written as `_`):
 //! `BINARYREPO_REPOSITORY__DOCKER_REMOTE__PASSWORD`.
 
+mod storage;
+
+pub use storage::{BlobBackend, BlobsConfig, DatabaseConfig, StorageConfig};
+
 use crate::model::{FormatKind, RepoName};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -102,24 +106,6 @@ impl Default for ServerConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8081))
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageConfig {
-    /// Filesystem blobs and the SQLite metadata database live under this directory.
-    #[serde(default = "default_data")]
-    pub path: PathBuf,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig { path: default_data() }
-    }
-}
-
-fn default_data() -> PathBuf {
-    PathBuf::from("./data")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -251,6 +237,7 @@ impl Config {
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(ConfigError::Invalid("server.tls_cert and server.tls_key must be set together".into()));
         }
+        self.storage.blobs.validate().map_err(ConfigError::Invalid)?;
         let mut names = HashSet::new();
         let mut ports = HashSet::new();
         let mut hosts = HashSet::new();

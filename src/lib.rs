@@ -11,12 +11,14 @@ pub mod model;
 pub mod repo;
 pub mod storage;
 
-use config::{Config, KindSpec, RepoSpec};
+use config::{BlobBackend, Config, KindSpec, RepoSpec};
 use formats::oci::Addressing;
 use repo::{Remote, Repo, RepoKind, Repos, Stores};
 use std::sync::Arc;
 use storage::blob::fs::FsBlobStore;
+use storage::blob::s3::S3BlobStore;
 use storage::meta::cached::CachedMetaStore;
+use storage::meta::postgres::{listen_invalidations, Invalidation, PostgresMetaStore};
 use storage::meta::sqlite::SqliteMetaStore;
 
 /// A built server: stores opened, repositories wired, listeners planned.
@@ -32,10 +34,9 @@ impl App {
         let data = &config.storage.path;
         std::fs::create_dir_all(data)
             .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
-        let blobs = FsBlobStore::open(data).await?;
-        let meta = SqliteMetaStore::open(&data.join("metadata.db")).await?;
-        let meta = CachedMetaStore::new(Arc::new(meta));
-        let stores = Arc::new(Stores::new(Arc::new(blobs), Arc::new(meta)));
+        let blobs = open_blobs(&config).await?;
+        let meta = open_meta(&config).await?;
+        let stores = Arc::new(Stores::new(blobs, meta));
         let repos = build_repos(&specs, &stores)?;
         Ok(App { config, repos: Arc::new(repos), specs })
     }
@@ -90,6 +91,41 @@ impl App {
         };
         http::serve(self.listeners(), tls).await
     }
+}
+
+async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn storage::BlobStore>> {
+    Ok(match config.storage.blobs.backend {
+        BlobBackend::Fs => Arc::new(FsBlobStore::open(&config.storage.path).await?),
+        BlobBackend::S3 => Arc::new(S3BlobStore::open(&config.storage.blobs)?),
+    })
+}
+
+/// The metadata store behind the per-process entry cache. With PostgreSQL, a background task
+/// listens for the other nodes' writes and drops their keys from this node's cache.
+async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn storage::MetaStore>> {
+    let url = config.storage.database.url.as_deref().unwrap_or("");
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        let file = match url.strip_prefix("sqlite:") {
+            Some(file) => std::path::PathBuf::from(file.trim_start_matches("//")),
+            None if url.is_empty() => config.storage.path.join("metadata.db"),
+            None => anyhow::bail!("storage.database.url must start with postgres:// or sqlite:"),
+        };
+        let meta = SqliteMetaStore::open(&file).await?;
+        return Ok(Arc::new(CachedMetaStore::new(Arc::new(meta))));
+    }
+    let pg = PostgresMetaStore::open(url).await?;
+    let pool = pg.pool().clone();
+    let cached = Arc::new(CachedMetaStore::new(Arc::new(pg)));
+    let target = Arc::downgrade(&cached);
+    tokio::spawn(listen_invalidations(pool, move |event| {
+        if let Some(cache) = target.upgrade() {
+            match event {
+                Invalidation::Entry { repo, path } => cache.invalidate(&repo, &path),
+                Invalidation::All => cache.clear(),
+            }
+        }
+    }));
+    Ok(cached)
 }
 
 fn build_repos(specs: &[RepoSpec], stores: &Arc<Stores>) -> anyhow::Result<Repos> {

@@ -2,7 +2,10 @@
 //! object while hashed, and published atomically only after the digest matches
 //! (DESIGN.md invariant 4). Readers see either nothing or the whole verified blob.
 
+#[cfg(test)]
+mod conformance;
 pub mod fs;
+pub mod s3;
 
 use crate::model::{Algorithm, BlobInfo, Digest, Hasher};
 use async_trait::async_trait;

@@ -3,6 +3,8 @@
 
 pub mod blob;
 pub mod meta;
+#[doc(hidden)]
+pub mod testkit;
 
 pub use blob::{BlobError, BlobStore, BlobWriter, ByteStream};
 pub use meta::{MetaError, MetaStore, UploadSession};
