@@ -23,6 +23,7 @@ mod upstream;
 mod addressing;
 mod api;
 mod cache;
+mod cluster;
 mod completeness;
 mod consistency;
 mod go;
