@@ -5,8 +5,10 @@
 //! `BINARYREPO_STORAGE__PATH`, and per repository by name (`-` written as `_`):
 //! `BINARYREPO_REPOSITORY__DOCKER_REMOTE__PASSWORD`.
 
+mod cluster;
 mod storage;
 
+pub use cluster::ClusterConfig;
 pub use storage::{BlobBackend, BlobsConfig, DatabaseConfig, StorageConfig};
 
 use crate::model::{FormatKind, RepoName};
@@ -83,6 +85,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     #[serde(default, rename = "repository")]
     pub repositories: Vec<RepoConfig>,
 }
@@ -238,6 +242,10 @@ impl Config {
             return Err(ConfigError::Invalid("server.tls_cert and server.tls_key must be set together".into()));
         }
         self.storage.blobs.validate().map_err(ConfigError::Invalid)?;
+        let postgres = self.storage.database.url.as_deref().is_some_and(|u| u.starts_with("postgres"));
+        if self.cluster.advertise_url.is_some() && !postgres {
+            return Err(ConfigError::Invalid("cluster.advertise_url needs a postgres:// storage.database.url".into()));
+        }
         let mut names = HashSet::new();
         let mut ports = HashSet::new();
         let mut hosts = HashSet::new();

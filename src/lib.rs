@@ -13,6 +13,7 @@ pub mod storage;
 
 use config::{BlobBackend, Config, KindSpec, RepoSpec};
 use formats::oci::Addressing;
+use repo::cluster::ClusterCtx;
 use repo::{Remote, Repo, RepoKind, Repos, Stores};
 use std::sync::Arc;
 use storage::blob::fs::FsBlobStore;
@@ -35,8 +36,12 @@ impl App {
         std::fs::create_dir_all(data)
             .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
         let blobs = open_blobs(&config).await?;
-        let meta = open_meta(&config).await?;
-        let stores = Arc::new(Stores::new(blobs, meta));
+        let (meta, postgres) = open_meta(&config).await?;
+        let cluster = match (&config.cluster.advertise_url, postgres) {
+            (Some(url), Some(pg)) => Some(cluster_ctx(&config, url, pg).await?),
+            _ => None,
+        };
+        let stores = Arc::new(Stores::new(blobs, meta).with_cluster(cluster));
         let repos = build_repos(&specs, &stores)?;
         Ok(App { config, repos: Arc::new(repos), specs })
     }
@@ -100,9 +105,12 @@ async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn storage::BlobStor
     })
 }
 
-/// The metadata store behind the per-process entry cache. With PostgreSQL, a background task
-/// listens for the other nodes' writes and drops their keys from this node's cache.
-async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn storage::MetaStore>> {
+type MetaStores = (Arc<dyn storage::MetaStore>, Option<Arc<PostgresMetaStore>>);
+
+/// The metadata store behind the per-process entry cache (and the PostgreSQL store itself). With
+/// PostgreSQL, a background task listens for the other nodes' writes and drops their keys from
+/// this node's cache.
+async fn open_meta(config: &Config) -> anyhow::Result<MetaStores> {
     let url = config.storage.database.url.as_deref().unwrap_or("");
     if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
         let file = match url.strip_prefix("sqlite:") {
@@ -111,11 +119,11 @@ async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn storage::MetaStore
             None => anyhow::bail!("storage.database.url must start with postgres:// or sqlite:"),
         };
         let meta = SqliteMetaStore::open(&file).await?;
-        return Ok(Arc::new(CachedMetaStore::new(Arc::new(meta))));
+        return Ok((Arc::new(CachedMetaStore::new(Arc::new(meta))), None));
     }
-    let pg = PostgresMetaStore::open(url).await?;
+    let pg = Arc::new(PostgresMetaStore::open(url).await?);
     let pool = pg.pool().clone();
-    let cached = Arc::new(CachedMetaStore::new(Arc::new(pg)));
+    let cached = Arc::new(CachedMetaStore::new(pg.clone()));
     let target = Arc::downgrade(&cached);
     tokio::spawn(listen_invalidations(pool, move |event| {
         if let Some(cache) = target.upgrade() {
@@ -125,7 +133,23 @@ async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn storage::MetaStore
             }
         }
     }));
-    Ok(cached)
+    Ok((cached, Some(pg)))
+}
+
+/// This node's part in cluster-wide coalescing: leases and the uncached catalog in PostgreSQL,
+/// a local spool under `storage.path/spool` for bytes in flight.
+async fn cluster_ctx(config: &Config, url: &url::Url, pg: Arc<PostgresMetaStore>) -> anyhow::Result<Arc<ClusterCtx>> {
+    let spool = FsBlobStore::open(&config.storage.path.join("spool")).await?;
+    let http = reqwest::Client::builder().no_proxy().connect_timeout(std::time::Duration::from_secs(5)).build()?;
+    Ok(Arc::new(ClusterCtx {
+        node_id: uuid::Uuid::new_v4().to_string(),
+        advertise_url: url.clone(),
+        lease_ttl: config.cluster.lease_ttl,
+        leases: pg.clone(),
+        meta: pg,
+        spool: Arc::new(spool),
+        http,
+    }))
 }
 
 fn build_repos(specs: &[RepoSpec], stores: &Arc<Stores>) -> anyhow::Result<Repos> {

@@ -4,6 +4,7 @@
 //! (DESIGN.md invariants 6–8).
 
 pub mod budget;
+pub mod cluster;
 mod documents;
 pub mod flights;
 mod refresh;
@@ -41,11 +42,17 @@ pub struct Stores {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn MetaStore>,
     documents: documents::DocumentCache,
+    /// Set when this process is one node of a cluster (cluster-wide fetch coalescing).
+    pub cluster: Option<Arc<cluster::ClusterCtx>>,
 }
 
 impl Stores {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Stores {
-        Stores { blobs, meta, documents: Default::default() }
+        Stores { blobs, meta, documents: Default::default(), cluster: None }
+    }
+
+    pub fn with_cluster(self, cluster: Option<Arc<cluster::ClusterCtx>>) -> Stores {
+        Stores { cluster, ..self }
     }
 }
 

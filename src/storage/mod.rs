@@ -2,6 +2,7 @@
 //! so that other engines (S3, PostgreSQL) drop in without touching the layers above.
 
 pub mod blob;
+pub mod lease;
 pub mod meta;
 #[doc(hidden)]
 pub mod testkit;

@@ -27,11 +27,24 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes started at once (they race to migrate the fresh database).
     pub async fn start(n: usize, repos: &str) -> Option<Cluster> {
+        Cluster::start_with(n, repos, None).await
+    }
+
+    /// With `lease_ttl`: every node also advertises its URL for cluster-wide coalescing.
+    pub async fn start_with(n: usize, repos: &str, lease_ttl: Option<&str>) -> Option<Cluster> {
         let pg = Postgres::start()?;
         let garage = Garage::start()?;
         let storage = storage_toml(&pg, &garage);
-        let text = format!("{storage}\n{repos}");
-        let starts = (0..n).map(|_| TestServer::start_with(&text, ServerOptions::default()));
+        let starts = (0..n).map(|_| {
+            let port = crate::server::free_port();
+            let cluster = lease_ttl.map_or(String::new(), |ttl| {
+                format!("[cluster]\nadvertise_url = \"http://127.0.0.1:{port}\"\nlease_ttl = \"{ttl}\"\n")
+            });
+            let text = format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\npath = \"./data\"\n{storage}\n{cluster}\n{repos}"
+            );
+            async move { TestServer::start_with_file(port, &text, ServerOptions::default()).await }
+        });
         let nodes = futures::future::join_all(starts).await;
         Some(Cluster { nodes, garage, _pg: pg })
     }
@@ -59,7 +72,7 @@ fn s3_config(g: &Garage) -> BlobsConfig {
     }
 }
 
-/// The `[storage.*]` tables every node gets (after the harness's `[storage] path`).
+/// The `[storage.*]` tables every node gets (after `[storage] path`).
 pub fn storage_toml(pg: &Postgres, g: &Garage) -> String {
     format!(
         "[storage.database]\nurl = \"{}\"\n\n[storage.blobs]\nbackend = \"s3\"\nendpoint = \"{}\"\n\

@@ -3,6 +3,8 @@
 //! write to an entry also sends `NOTIFY binaryrepo_entries` (delivered at commit) so that the
 //! entry caches of the other nodes drop the key (see [`listen_invalidations`]).
 
+mod lease;
+
 use super::{prefix_end, MetaError, MetaStore, UploadSession};
 use crate::model::Entry;
 use async_trait::async_trait;

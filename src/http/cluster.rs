@@ -1,0 +1,41 @@
+//! The internal endpoint other nodes of a cluster stream a running upstream fetch from
+//! (`repo/cluster.rs`). It only joins a fetch already running in this process — it never
+//! starts one and never reads anything a client could not fetch through the remote repository.
+
+use crate::repo::cluster::{OUTCOME_HEADER, TOTAL_HEADER};
+use crate::repo::{RepoError, Repos};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+#[derive(serde::Deserialize)]
+pub(super) struct FlightQuery {
+    repo: String,
+    path: String,
+}
+
+pub(super) async fn flight(State(repos): State<Arc<Repos>>, Query(q): Query<FlightQuery>) -> Response {
+    let Some(remote) = repos.get(&q.repo).and_then(|r| r.remote()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(mut reader) = remote.join_running(&q.repo, &q.path) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match reader.started().await {
+        Ok((total, media_type)) => {
+            let mut response = Response::builder().status(StatusCode::OK);
+            if let Some(total) = total {
+                response = response.header(TOTAL_HEADER, total);
+            }
+            if let Some(media_type) = media_type {
+                response = response.header(header::CONTENT_TYPE, media_type);
+            }
+            let body = Body::from_stream(reader.into_stream(None));
+            response.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Err(RepoError::NotFound) => (StatusCode::NOT_FOUND, [(OUTCOME_HEADER, "not-found")]).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}

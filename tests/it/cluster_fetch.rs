@@ -1,0 +1,85 @@
+//! Cluster-wide coalescing of remote blob fetches: three nodes over one PostgreSQL + Garage in
+//! front of a scripted upstream. Many cold GETs spread over the nodes make one upstream GET; the
+//! leading node killed with SIGKILL mid-fetch does not fail the pulls on the other nodes.
+
+use anyhow::Result;
+use bytes::Bytes;
+use futures::future::join_all;
+use tokio::sync::mpsc;
+
+use crate::cache::{read_blob, signals, streaming_client};
+use crate::cluster::Cluster;
+use crate::oci::{noise, TestImage};
+use crate::server::docker_repos;
+use crate::upstream::FakeUpstream;
+
+const MIB: usize = 1024 * 1024;
+
+/// 3 nodes × 20 concurrent cold GETs of one blob → 1 upstream GET, 60 correct bodies. The
+/// upstream holds the second half of the body until every client has its response headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_cold_pulls_over_three_nodes_make_one_upstream_fetch() -> Result<()> {
+    const SIZE: usize = 12 * MIB;
+    let fake = FakeUpstream::start(TestImage::new(400, &[100])).await;
+    let digest = fake.add_blob(Bytes::from(noise(401, SIZE)));
+    let gate = fake.gate_blob_bodies(SIZE / 2);
+    let Some(cluster) = Cluster::start_with(3, &docker_repos(&fake.url()), Some("10s")).await else {
+        return Ok(());
+    };
+    let http = streaming_client();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let readers: Vec<_> = (0..60)
+        .map(|i| {
+            let url = format!("{}/v2/docker-remote/busybox/blobs/{digest}", cluster.nodes[i % 3].base_url());
+            tokio::spawn(read_blob(http.clone(), url, None, Some((0, tx.clone())), None))
+        })
+        .collect();
+    drop(tx);
+    signals(&mut rx, 60, "response headers on every node while the upstream holds the body").await;
+    gate.wait_reached(1).await;
+    assert_eq!(fake.blob_gets(&digest), 1, "{:?}", fake.all_hits());
+    gate.open();
+    for (i, reader) in join_all(readers).await.into_iter().enumerate() {
+        reader??.assert_complete(&format!("reader {i} on node {}", i % 3), SIZE, &digest, "fwd=uri-miss");
+    }
+    assert_eq!(fake.blob_gets(&digest), 1, "one upstream GET for 60 clients on 3 nodes: {:?}", fake.all_hits());
+    // Published once, in the shared store: every node now answers from it.
+    for node in 0..3 {
+        let url = format!("{}/v2/docker-remote/busybox/blobs/{digest}", cluster.nodes[node].base_url());
+        read_blob(http.clone(), url, None, None, None).await?.assert_complete("after", SIZE, &digest, "hit");
+    }
+    assert_eq!(fake.blob_gets(&digest), 1);
+    Ok(())
+}
+
+/// The leader is killed with SIGKILL while the upstream holds the second half of the body; a
+/// client on another node, already streaming the first half from the leader, still gets the
+/// whole verified blob: its node takes the lease over once it expires and fetches again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_mid_fetch_another_node_completes_the_pull() -> Result<()> {
+    const SIZE: usize = 12 * MIB;
+    let fake = FakeUpstream::start(TestImage::new(410, &[100])).await;
+    let digest = fake.add_blob(Bytes::from(noise(411, SIZE)));
+    let gate = fake.gate_blob_bodies(SIZE / 2);
+    let Some(mut cluster) = Cluster::start_with(2, &docker_repos(&fake.url()), Some("1s")).await else {
+        return Ok(());
+    };
+    let http = streaming_client();
+    let url = |node: usize| format!("{}/v2/docker-remote/busybox/blobs/{digest}", cluster.nodes[node].base_url());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Node 0 alone starts the fetch, so it leads.
+    let on_leader = tokio::spawn(read_blob(http.clone(), url(0), None, Some((0, tx.clone())), None));
+    signals(&mut rx, 1, "leader's client headers").await;
+    gate.wait_reached(1).await;
+    // A client on node 1 follows and receives part of the first half from the leader.
+    let follower = tokio::spawn(read_blob(http.clone(), url(1), None, Some((MIB as u64, tx.clone())), None));
+    drop(tx);
+    signals(&mut rx, 1, "follower's first MiB").await;
+    cluster.nodes[0].stop();
+    let _ = on_leader.await?;
+    gate.open();
+    let read = follower.await??;
+    read.assert_complete("client on the surviving node", SIZE, &digest, "fwd=uri-miss");
+    assert_eq!(fake.blob_gets(&digest), 2, "the survivor fetched once more: {:?}", fake.all_hits());
+    Ok(())
+}
