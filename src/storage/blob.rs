@@ -71,6 +71,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Hash a finished resumable upload, verify and publish it.
     async fn commit_upload(&self, upload_id: &str, expected: Option<&Digest>) -> Result<BlobInfo, BlobError>;
     async fn abort_upload(&self, upload_id: &str) -> Result<(), BlobError>;
+    /// A URL clients may fetch the published blob from directly (a presigned S3 GET), when the
+    /// store is configured to redirect; None: serve the bytes through this process.
+    async fn redirect_url(&self, _sha256: &Digest) -> Result<Option<url::Url>, BlobError> {
+        Ok(None)
+    }
 }
 
 /// Stream `body` into the store and publish it if it matches `expected`.

@@ -27,14 +27,15 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes started at once (they race to migrate the fresh database).
     pub async fn start(n: usize, repos: &str) -> Option<Cluster> {
-        Cluster::start_with(n, repos, None).await
+        Cluster::start_with(n, repos, None, false).await
     }
 
-    /// With `lease_ttl`: every node also advertises its URL for cluster-wide coalescing.
-    pub async fn start_with(n: usize, repos: &str, lease_ttl: Option<&str>) -> Option<Cluster> {
+    /// With `lease_ttl`: every node also advertises its URL for cluster-wide coalescing;
+    /// with `redirect`: blob GETs answer 307 to presigned S3 URLs.
+    pub async fn start_with(n: usize, repos: &str, lease_ttl: Option<&str>, redirect: bool) -> Option<Cluster> {
         let pg = Postgres::start()?;
         let garage = Garage::start()?;
-        let storage = storage_toml(&pg, &garage);
+        let storage = format!("{}redirect = {redirect}\n", storage_toml(&pg, &garage));
         let starts = (0..n).map(|_| {
             let port = crate::server::free_port();
             let cluster = lease_ttl.map_or(String::new(), |ttl| {
@@ -97,6 +98,36 @@ async fn skopeo_push_through_one_node_pull_through_the_others() -> Result<()> {
     assert_eq!(verify_layout_blobs(&back), 3, "manifest + config + layer");
     assert_eq!(cluster.oci(2).tag_names("docker-local/busybox").await?, ["1.0"]);
     assert!(cluster.nodes[0].data_dir().join("blobs").read_dir().map_or(true, |mut d| d.next().is_none()));
+    Ok(())
+}
+
+/// `redirect = true`: a stored blob GET is a 307 to a presigned Garage URL that serves the
+/// bytes; skopeo follows it. HEAD and ranges are answered by the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_sends_clients_to_presigned_urls() -> Result<()> {
+    let Some(cluster) = Cluster::start_with(2, &docker_repos(NO_UPSTREAM), None, true).await else { return Ok(()) };
+    let img = images();
+    let sk = Skopeo::new();
+    let on = |i: usize| format!("docker://{}/docker-local/busybox:1.0", cluster.nodes[i].addr());
+    sk.copy(&img.oci("busybox", "1.0"), &on(0)).await?;
+    let out = tempfile::tempdir()?;
+    let back = out.path().join("back");
+    sk.copy(&on(1), &format!("oci:{}:1.0", back.display())).await?;
+    assert_eq!(verify_layout_blobs(&back), 3, "manifest + config + layer");
+    let data = noise(11, 100_000);
+    let digest = cluster.oci(0).push_blob("docker-local/redirected", &data).await?;
+    let manual = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build()?;
+    let oci = OciClient::with_http(&cluster.nodes[1].base_url(), manual);
+    let resp = oci.get_blob("docker-local/redirected", &digest).await?;
+    assert_eq!(resp.status, 307);
+    let location = resp.header("location").expect("Location").to_string();
+    assert!(location.starts_with(&cluster.garage.endpoint) && location.contains("X-Amz-Signature"), "{location}");
+    let direct = reqwest::Client::builder().no_proxy().build()?.get(&location).send().await?;
+    assert_eq!(direct.status(), 200);
+    assert_eq!(direct.bytes().await?.as_ref(), data.as_slice());
+    assert_eq!(oci.head_blob("docker-local/redirected", &digest).await?.status, 200);
+    let (status, size, got) = cluster.oci(1).get_blob_hashed("docker-local/redirected", &digest).await?;
+    assert_eq!((status.as_u16(), size, got), (200, data.len() as u64, digest));
     Ok(())
 }
 

@@ -23,7 +23,7 @@ async fn sixty_cold_pulls_over_three_nodes_make_one_upstream_fetch() -> Result<(
     let fake = FakeUpstream::start(TestImage::new(400, &[100])).await;
     let digest = fake.add_blob(Bytes::from(noise(401, SIZE)));
     let gate = fake.gate_blob_bodies(SIZE / 2);
-    let Some(cluster) = Cluster::start_with(3, &docker_repos(&fake.url()), Some("10s")).await else {
+    let Some(cluster) = Cluster::start_with(3, &docker_repos(&fake.url()), Some("10s"), false).await else {
         return Ok(());
     };
     let http = streaming_client();
@@ -61,7 +61,7 @@ async fn leader_killed_mid_fetch_another_node_completes_the_pull() -> Result<()>
     let fake = FakeUpstream::start(TestImage::new(410, &[100])).await;
     let digest = fake.add_blob(Bytes::from(noise(411, SIZE)));
     let gate = fake.gate_blob_bodies(SIZE / 2);
-    let Some(mut cluster) = Cluster::start_with(2, &docker_repos(&fake.url()), Some("1s")).await else {
+    let Some(mut cluster) = Cluster::start_with(2, &docker_repos(&fake.url()), Some("1s"), false).await else {
         return Ok(());
     };
     let http = streaming_client();

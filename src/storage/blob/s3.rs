@@ -35,7 +35,12 @@ pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
 pub struct S3BlobStore {
     store: Arc<AmazonS3>,
     prefix: String,
+    /// `redirect = true`: blob GETs are answered with a presigned URL valid this long.
+    redirect: Option<Duration>,
 }
+
+/// How long a presigned blob URL stays valid (long enough for a slow client to start).
+const REDIRECT_TTL: Duration = Duration::from_secs(15 * 60);
 
 pub(crate) fn backend(e: object_store::Error) -> BlobError {
     match e {
@@ -68,7 +73,8 @@ impl S3BlobStore {
             builder = builder.with_secret_access_key(secret);
         }
         let store = builder.build().map_err(backend)?;
-        Ok(S3BlobStore { store: Arc::new(store), prefix: config.prefix.clone() })
+        let redirect = config.redirect.then_some(REDIRECT_TTL);
+        Ok(S3BlobStore { store: Arc::new(store), prefix: config.prefix.clone(), redirect })
     }
 
     fn key(&self, rest: &str) -> Path {
@@ -205,5 +211,12 @@ impl BlobStore for S3BlobStore {
 
     async fn abort_upload(&self, upload_id: &str) -> Result<(), BlobError> {
         self.parts(upload_id)?.delete_all().await
+    }
+
+    async fn redirect_url(&self, sha256: &Digest) -> Result<Option<url::Url>, BlobError> {
+        match self.redirect {
+            Some(ttl) => self.presigned_get(sha256, ttl).await.map(Some),
+            None => Ok(None),
+        }
     }
 }
