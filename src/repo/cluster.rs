@@ -19,7 +19,7 @@ use crate::storage::lease::{Lease, Leases};
 use crate::storage::{BlobStore, BlobWriter, MetaStore};
 use futures::StreamExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Response header of the internal endpoint: the upstream's answer when the body is empty.
@@ -60,6 +60,8 @@ async fn elect_and_fetch(
 ) -> Result<Entry, RepoError> {
     let key = format!("{}\n{}", job.repo, job.path);
     let mut quick_retry = true;
+    // Since when a live lease holder has been failing us (unreachable, wrong advertise_url).
+    let mut failing_since: Option<Instant> = None;
     loop {
         if let Some(entry) = ctx.meta.get_entry(&job.repo, &job.path).await? {
             return Ok(entry);
@@ -75,7 +77,18 @@ async fn elect_and_fetch(
                 }
                 Ok(None) => {}
                 Err(RepoError::NotFound) => return Err(RepoError::NotFound),
-                Err(e) => tracing::info!(repo = %job.repo, path = %job.path, "leader {node_url} failed: {e}"),
+                Err(e) => {
+                    tracing::info!(repo = %job.repo, path = %job.path, "leader {node_url} failed: {e}");
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    // A holder that keeps renewing its lease but cannot be streamed from (a
+                    // partition, a wrong advertise_url): fetch without it rather than wait forever.
+                    if since.elapsed() > ctx.lease_ttl * 2 {
+                        tracing::warn!(repo = %job.repo, path = %job.path, "leader {node_url} unreachable \
+                            while its lease is live; fetching without the lease");
+                        let skip = spool.written();
+                        return flights::run(job, id, tx, Some(Tail { writer: spool, skip })).await;
+                    }
+                }
             },
         }
         // Wait for the leader to publish or for its lease to expire.

@@ -33,16 +33,29 @@ impl Cluster {
     /// With `lease_ttl`: every node also advertises its URL for cluster-wide coalescing;
     /// with `redirect`: blob GETs answer 307 to presigned S3 URLs.
     pub async fn start_with(n: usize, repos: &str, lease_ttl: Option<&str>, redirect: bool) -> Option<Cluster> {
+        let cluster = |_: usize, port: u16| {
+            lease_ttl.map_or(String::new(), |ttl| {
+                format!("[cluster]\nadvertise_url = \"http://127.0.0.1:{port}\"\nlease_ttl = \"{ttl}\"\n")
+            })
+        };
+        Cluster::start_nodes(n, repos, &format!("redirect = {redirect}\n"), cluster).await
+    }
+
+    /// `n` nodes; `blobs_extra` goes into `[storage.blobs]`, `node(i, port)` after the storage tables.
+    pub async fn start_nodes(
+        n: usize,
+        repos: &str,
+        blobs_extra: &str,
+        node: impl Fn(usize, u16) -> String,
+    ) -> Option<Cluster> {
         let pg = Postgres::start()?;
         let garage = Garage::start()?;
-        let storage = format!("{}redirect = {redirect}\n", storage_toml(&pg, &garage));
-        let starts = (0..n).map(|_| {
+        let storage = format!("{}{blobs_extra}", storage_toml(&pg, &garage));
+        let starts = (0..n).map(|i| {
             let port = crate::server::free_port();
-            let cluster = lease_ttl.map_or(String::new(), |ttl| {
-                format!("[cluster]\nadvertise_url = \"http://127.0.0.1:{port}\"\nlease_ttl = \"{ttl}\"\n")
-            });
             let text = format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\npath = \"./data\"\n{storage}\n{cluster}\n{repos}"
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\npath = \"./data\"\n{storage}\n{}\n{repos}",
+                node(i, port)
             );
             async move { TestServer::start_with_file(port, &text, ServerOptions::default()).await }
         });

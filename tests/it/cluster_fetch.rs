@@ -83,3 +83,35 @@ async fn leader_killed_mid_fetch_another_node_completes_the_pull() -> Result<()>
     assert_eq!(fake.blob_gets(&digest), 2, "the survivor fetched once more: {:?}", fake.all_hits());
     Ok(())
 }
+
+/// A leader whose lease is live but whose advertised URL nobody can reach (a misconfiguration,
+/// a partition): after twice the lease TTL of failures the follower fetches on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_live_leader_is_bypassed() -> Result<()> {
+    const SIZE: usize = 4 * MIB;
+    let fake = FakeUpstream::start(TestImage::new(420, &[100])).await;
+    let digest = fake.add_blob(Bytes::from(noise(421, SIZE)));
+    let gate = fake.gate_blob_bodies(SIZE / 2);
+    let cluster = |i: usize, port: u16| {
+        let advertised =
+            if i == 0 { crate::server::NO_UPSTREAM.to_string() } else { format!("http://127.0.0.1:{port}") };
+        format!("[cluster]\nadvertise_url = \"{advertised}\"\nlease_ttl = \"1s\"\n")
+    };
+    let Some(cluster) = Cluster::start_nodes(2, &docker_repos(&fake.url()), "", cluster).await else {
+        return Ok(());
+    };
+    let http = streaming_client();
+    let url = |node: usize| format!("{}/v2/docker-remote/busybox/blobs/{digest}", cluster.nodes[node].base_url());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let on_leader = tokio::spawn(read_blob(http.clone(), url(0), None, Some((0, tx.clone())), None));
+    signals(&mut rx, 1, "leader's client headers").await;
+    gate.wait_reached(1).await;
+    let follower = tokio::spawn(read_blob(http.clone(), url(1), None, None, None));
+    // The follower gives up on the unreachable leader and fetches itself.
+    gate.wait_reached(2).await;
+    gate.open();
+    on_leader.await??.assert_complete("leader's client", SIZE, &digest, "fwd=uri-miss");
+    follower.await??.assert_complete("follower's client", SIZE, &digest, "fwd=uri-miss");
+    assert_eq!(fake.blob_gets(&digest), 2, "{:?}", fake.all_hits());
+    Ok(())
+}
