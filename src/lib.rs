@@ -37,11 +37,12 @@ impl App {
             .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
         let blobs = open_blobs(&config).await?;
         let (meta, postgres) = open_meta(&config).await?;
-        let cluster = match (&config.cluster.advertise_url, postgres) {
-            (Some(url), Some(pg)) => Some(cluster_ctx(&config, url, pg).await?),
+        let cluster = match (&config.cluster.advertise_url, &postgres) {
+            (Some(url), Some(pg)) => Some(cluster_ctx(&config, url, pg.clone()).await?),
             _ => None,
         };
-        let stores = Arc::new(Stores::new(blobs, meta).with_cluster(cluster));
+        let locks = postgres.clone().map(|pg| pg as Arc<dyn storage::lease::NamedLocks>);
+        let stores = Arc::new(Stores::new(blobs, meta).with_cluster(cluster).with_locks(locks));
         let repos = build_repos(&specs, &stores)?;
         Ok(App { config, repos: Arc::new(repos), specs })
     }

@@ -13,6 +13,7 @@ pub mod upstream;
 
 use crate::model::{BlobInfo, Digest, Entry, FormatKind, RepoName};
 use crate::storage::blob::{put_stream, ByteStream};
+use crate::storage::lease::{LockGuard, NamedLocks};
 use crate::storage::{BlobError, BlobStore, MetaError, MetaStore};
 pub use remote::{CacheStatus, Freshness, Remote, UpstreamRequest};
 use std::sync::Arc;
@@ -44,16 +45,29 @@ pub struct Stores {
     documents: documents::DocumentCache,
     /// Set when this process is one node of a cluster (cluster-wide fetch coalescing).
     pub cluster: Option<Arc<cluster::ClusterCtx>>,
+    /// Database locks that serialize check-then-write sequences across processes (PostgreSQL).
+    pub locks: Option<Arc<dyn NamedLocks>>,
 }
 
 impl Stores {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Stores {
-        Stores { blobs, meta, documents: Default::default(), cluster: None }
+        Stores { blobs, meta, documents: Default::default(), cluster: None, locks: None }
+    }
+
+    pub fn with_locks(self, locks: Option<Arc<dyn NamedLocks>>) -> Stores {
+        Stores { locks, ..self }
     }
 
     pub fn with_cluster(self, cluster: Option<Arc<cluster::ClusterCtx>>) -> Stores {
         Stores { cluster, ..self }
     }
+}
+
+/// Held while a repository's check-then-write sequence runs (see [`Repo::lock_writes`]).
+/// Fields drop in order: the database lock first, then the process mutex.
+pub struct WriteGuard<'a> {
+    _db: Option<LockGuard>,
+    _local: tokio::sync::MutexGuard<'a, ()>,
 }
 
 pub enum RepoKind {
@@ -110,10 +124,16 @@ impl Repo {
     }
 
     /// Hold while checking what the catalog holds and writing on the strength of it, so that
-    /// two such sequences in one repository cannot interleave (one process; several nodes over
-    /// one database need a database lock instead).
-    pub async fn lock_writes(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writes.lock().await
+    /// two such sequences in one repository cannot interleave: in this process (a mutex), and
+    /// across the nodes of a cluster (a database lock per repository, taken after the mutex so
+    /// that each node has at most one waiter per repository).
+    pub async fn lock_writes(&self) -> Result<WriteGuard<'_>, RepoError> {
+        let local = self.writes.lock().await;
+        let db = match &self.stores.locks {
+            Some(locks) => Some(locks.lock(&format!("writes\n{}", self.name)).await?),
+            None => None,
+        };
+        Ok(WriteGuard { _db: db, _local: local })
     }
 
     pub fn stores(&self) -> &Stores {

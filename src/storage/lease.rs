@@ -1,6 +1,7 @@
 //! Leases elect one node for a piece of work across the cluster (one upstream fetch per key).
 //! A lease lives in the database with an expiry on the database's clock; its holder renews it
 //! while working, and any node may take it over once it has expired (its holder died).
+//! `NamedLocks` serialize check-then-write sequences across nodes (held until dropped).
 
 use super::MetaError;
 use async_trait::async_trait;
@@ -21,4 +22,13 @@ pub trait Leases: Send + Sync + 'static {
     /// Extend our lease; false if it is no longer ours.
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, MetaError>;
     async fn release(&self, key: &str, owner: &str) -> Result<(), MetaError>;
+}
+
+/// Held while locked; dropping it unlocks.
+pub type LockGuard = Box<dyn Send + Sync>;
+
+#[async_trait]
+pub trait NamedLocks: Send + Sync + 'static {
+    /// Wait for the cluster-wide lock `name`.
+    async fn lock(&self, name: &str) -> Result<LockGuard, MetaError>;
 }

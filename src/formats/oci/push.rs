@@ -278,7 +278,7 @@ pub async fn put_manifest(
     };
     // Under the write lock, a concurrent blob delete cannot remove a blob between the check
     // and the manifest becoming visible.
-    let _writes = target.lock_writes().await;
+    let _writes = target.lock_writes().await?;
     check_references(repo, target, name, &parsed).await?;
     let info = put_bytes(target.blobs(), body.clone(), Some(&digest)).await?;
     let now = unix_now();
@@ -377,7 +377,7 @@ pub async fn delete_manifest(repo: &Repo, name: &str, reference: &Reference) -> 
 /// link is removed. The bytes themselves are left to garbage collection.
 pub async fn delete_blob(repo: &Repo, digest: &Digest) -> Result<Response, OciError> {
     let target = repo.write_target()?;
-    let _writes = target.lock_writes().await;
+    let _writes = target.lock_writes().await?;
     if target.get_local(&paths::blob(digest)).await?.is_none() {
         return Err(OciError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown to this repository")));
     }

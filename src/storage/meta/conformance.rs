@@ -147,4 +147,57 @@ mod engines {
         }
         assert_eq!(cached_b.get_entry("n", "p").await.unwrap().unwrap().digest, "sha256:bb");
     }
+
+    /// A named lock held by one store makes another store (another node) wait until it drops.
+    #[tokio::test]
+    async fn postgres_named_locks_exclude_across_nodes() {
+        use crate::storage::lease::{Lease, Leases, NamedLocks};
+        use std::time::Duration;
+        let Some(pg) = Postgres::start() else { return };
+        let a = PostgresMetaStore::open(&pg.url).await.unwrap();
+        let b = Arc::new(PostgresMetaStore::open(&pg.url).await.unwrap());
+        let held = a.lock("writes\nr").await.unwrap();
+        let acquired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waiter = {
+            let (b, acquired) = (b.clone(), acquired.clone());
+            tokio::spawn(async move {
+                let guard = b.lock("writes\nr").await.unwrap();
+                acquired.store(true, std::sync::atomic::Ordering::SeqCst);
+                drop(guard);
+            })
+        };
+        // Bounded poll until the second lock request waits inside PostgreSQL.
+        let mut polls = 0;
+        loop {
+            let waiting: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                    .fetch_one(a.pool())
+                    .await
+                    .unwrap();
+            if waiting == 1 {
+                break;
+            }
+            polls += 1;
+            assert!(polls < 10_000, "the second lock never queued");
+            tokio::task::yield_now().await;
+        }
+        assert!(!acquired.load(std::sync::atomic::Ordering::SeqCst));
+        let other = a.lock("writes\nother").await.unwrap();
+        drop(other);
+        drop(held);
+        waiter.await.unwrap();
+        assert!(acquired.load(std::sync::atomic::Ordering::SeqCst));
+
+        // Leases: one winner; the owner renews; another node takes over only after expiry.
+        let ttl = Duration::from_secs(60);
+        assert_eq!(a.acquire("k", "node-a", "http://a", ttl).await.unwrap(), Lease::Mine);
+        let held_by_a = Lease::Held { owner: "node-a".into(), node_url: "http://a".into() };
+        assert_eq!(b.acquire("k", "node-b", "http://b", ttl).await.unwrap(), held_by_a);
+        assert!(a.renew("k", "node-a", ttl).await.unwrap());
+        assert!(!b.renew("k", "node-b", ttl).await.unwrap());
+        assert!(a.renew("k", "node-a", Duration::ZERO).await.unwrap(), "expire now");
+        assert_eq!(b.acquire("k", "node-b", "http://b", ttl).await.unwrap(), Lease::Mine, "taken over");
+        b.release("k", "node-b").await.unwrap();
+        assert_eq!(a.acquire("k", "node-a", "http://a", ttl).await.unwrap(), Lease::Mine);
+    }
 }

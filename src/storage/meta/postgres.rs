@@ -17,6 +17,8 @@ pub const CHANNEL: &str = "binaryrepo_entries";
 
 pub struct PostgresMetaStore {
     pool: PgPool,
+    /// Connections that wait for and hold named locks (see `postgres/lease.rs`).
+    locks: PgPool,
 }
 
 const ENTRY_COLUMNS: &str =
@@ -27,11 +29,20 @@ impl PostgresMetaStore {
         let pool =
             PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresMetaStore { pool })
+        let locks = PgPoolOptions::new()
+            .max_connections(32)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
+        Ok(PostgresMetaStore { pool, locks })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn lock_pool(&self) -> &PgPool {
+        &self.locks
     }
 
     async fn announce(tx: &mut Transaction<'_, Postgres>, repo: &str, path: &str) -> Result<(), MetaError> {

@@ -1,11 +1,13 @@
 //! Leases in PostgreSQL (`fetch_leases`): one upsert that only replaces an expired lease, so
-//! two nodes racing for a key get exactly one `Mine`.
+//! two nodes racing for a key get exactly one `Mine`. Named locks: transaction-scoped advisory
+//! locks on a separate pool (a waiter holds a connection; the main pool stays free for the
+//! holder's own writes), released by rolling the transaction back when the guard drops.
 
 use super::PostgresMetaStore;
-use crate::storage::lease::{Lease, Leases};
+use crate::storage::lease::{Lease, Leases, LockGuard, NamedLocks};
 use crate::storage::MetaError;
 use async_trait::async_trait;
-use sqlx::Row;
+use sqlx::{Postgres, Row, Transaction};
 use std::time::Duration;
 
 fn millis(ttl: Duration) -> i64 {
@@ -63,5 +65,29 @@ impl Leases for PostgresMetaStore {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+}
+
+struct AdvisoryLock {
+    tx: Option<Transaction<'static, Postgres>>,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            // Ending the transaction releases the lock; a dropped connection would too.
+            tokio::spawn(async move {
+                let _ = tx.rollback().await;
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl NamedLocks for PostgresMetaStore {
+    async fn lock(&self, name: &str) -> Result<LockGuard, MetaError> {
+        let mut tx = self.lock_pool().begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(name).execute(&mut *tx).await?;
+        Ok(Box::new(AdvisoryLock { tx: Some(tx) }))
     }
 }
