@@ -214,7 +214,7 @@ async fn chunked_upload_spread_over_three_nodes() -> Result<()> {
     Ok(())
 }
 
-/// SIGKILL while a blob streams in: nothing is published, the other nodes serve on, and the
+/// SIGKILL while a chunk streams in: nothing is published, the other nodes serve on, and the
 /// bytes already stored survive for the client to resume the upload on another node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_killed_mid_push_publishes_nothing() -> Result<()> {
@@ -229,8 +229,10 @@ async fn node_killed_mid_push_publishes_nothing() -> Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
     let oci0 = cluster.oci(0);
-    let put = oci0.http().put(format!("{}?digest={digest}", oci0.url(&path))).body(body);
-    let request = tokio::spawn(async move { put.send().await });
+    // A streaming PATCH (chunk parts land in S3 as they fill); a monolithic PUT would stream
+    // into a multipart upload of the final key instead, which S3 never shows incomplete.
+    let patch = oci0.http().patch(oci0.url(&path)).header(CONTENT_TYPE, "application/octet-stream").body(body);
+    let request = tokio::spawn(async move { patch.send().await });
     for piece in data[..12 * 1024 * 1024].chunks(1024 * 1024) {
         tx.send(Ok(Bytes::copy_from_slice(piece))).await?;
     }
@@ -245,7 +247,7 @@ async fn node_killed_mid_push_publishes_nothing() -> Result<()> {
     cluster.nodes[0].stop();
     drop(tx);
     let answered = request.await?;
-    assert!(answered.map_or(true, |r| r.status() != 201), "a killed node acknowledged nothing");
+    assert!(answered.map_or(true, |r| r.status() != 202), "a killed node acknowledged nothing");
     let sha: Digest = digest.parse()?;
     assert_eq!(blobs.stat(&sha).await?, None, "nothing half-published");
     let oci1 = cluster.oci(1);

@@ -24,6 +24,7 @@ mod addressing;
 mod api;
 mod cache;
 mod cluster;
+mod cluster_bench;
 mod cluster_fetch;
 mod completeness;
 mod consistency;

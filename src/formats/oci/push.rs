@@ -216,8 +216,7 @@ pub async fn finish_upload(
     let target = repo.write_target()?;
     session(target, name, id).await?;
     let current = target.blobs().upload_size(id).await?;
-    target.blobs().append_upload(id, current, body_stream(req), None).await?;
-    let info = match target.blobs().commit_upload(id, Some(digest)).await {
+    let info = match target.blobs().finish_upload(id, current, body_stream(req), Some(digest)).await {
         Ok(info) => info,
         Err(e @ BlobError::DigestMismatch { .. }) => {
             cancel(target, id).await?;

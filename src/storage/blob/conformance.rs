@@ -26,6 +26,32 @@ pub async fn run_all(store: &dyn BlobStore, large: usize) {
     resumable_multi_chunk(store, large).await;
     other_algorithms_and_empty(store).await;
     writer_readable_while_growing(store, large).await;
+    finish_upload_in_one_pass_or_after_chunks(store, large).await;
+}
+
+/// The final PUT of an upload: monolithic (small and large), wrong digest, after chunks.
+async fn finish_upload_in_one_pass_or_after_chunks(store: &dyn BlobStore, large: usize) {
+    for (id, n) in [("conf-f-small", 1000), ("conf-f-large", large)] {
+        let bytes = data(4, n);
+        let want = Digest::sha256_of(&bytes);
+        let chunks: Vec<_> = bytes.chunks(300_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let bad =
+            store.finish_upload(id, 0, Box::pin(futures::stream::iter(chunks)), Some(&Digest::sha256_of(b"x"))).await;
+        assert!(matches!(bad, Err(BlobError::DigestMismatch { .. })), "{id}");
+        assert_eq!(store.stat(&want).await.unwrap(), None, "{id}: nothing published on mismatch");
+        store.abort_upload(id).await.unwrap();
+        let info = store.finish_upload(id, 0, chunk(bytes.clone()), Some(&want)).await.unwrap();
+        assert_eq!((info.sha256.clone(), info.size), (want.clone(), n as u64));
+        assert_eq!(collect(store.open(&want, None).await.unwrap()).await, bytes, "{id}");
+        let again = store.finish_upload(&format!("{id}-2"), 0, chunk(bytes.clone()), Some(&want)).await.unwrap();
+        assert_eq!(again.sha256, want, "{id}: an existing blob is verified, not rewritten");
+    }
+    let bytes = data(5, 5000);
+    store.append_upload("conf-f-chunks", 0, chunk(bytes[..2000].to_vec()), None).await.unwrap();
+    let want = Digest::sha256_of(&bytes);
+    let info = store.finish_upload("conf-f-chunks", 2000, chunk(bytes[2000..].to_vec()), Some(&want)).await.unwrap();
+    assert_eq!(info.size, 5000);
+    assert_eq!(collect(store.open(&want, None).await.unwrap()).await, bytes);
 }
 
 async fn put_verifies_and_dedups(store: &dyn BlobStore) {

@@ -213,6 +213,29 @@ impl BlobStore for S3BlobStore {
         self.parts(upload_id)?.delete_all().await
     }
 
+    /// A monolithic upload (no parts yet) with a SHA-256 known up front goes in one pass to its
+    /// final key: one PUT when small, else a multipart upload completed only if the digest matches.
+    async fn finish_upload(
+        &self,
+        upload_id: &str,
+        offset: u64,
+        body: ByteStream,
+        expected: Option<&Digest>,
+    ) -> Result<BlobInfo, BlobError> {
+        let parts = self.parts(upload_id)?;
+        match expected.filter(|d| d.algorithm() == Algorithm::Sha256) {
+            Some(sha256) if offset == 0 && parts.list().await?.is_empty() => {
+                let target = self.blob_key(sha256);
+                let exists = self.exists(&target).await?;
+                upload::put_verified(&self.store, body, sha256, (!exists).then_some(&target)).await
+            }
+            _ => {
+                self.append_upload(upload_id, offset, body, None).await?;
+                self.commit_upload(upload_id, expected).await
+            }
+        }
+    }
+
     async fn redirect_url(&self, sha256: &Digest) -> Result<Option<url::Url>, BlobError> {
         match self.redirect {
             Some(ttl) => self.presigned_get(sha256, ttl).await.map(Some),

@@ -209,6 +209,60 @@ pub(crate) async fn concat(
     }
 }
 
+/// Stream `body` to `target` (None: already stored, only verify) as it arrives, verifying it
+/// is `sha256`: one PUT if it fits a part, else a multipart upload aborted on mismatch.
+pub(crate) async fn put_verified(
+    store: &Arc<AmazonS3>,
+    mut body: ByteStream,
+    sha256: &Digest,
+    target: Option<&Path>,
+) -> Result<BlobInfo, BlobError> {
+    let mut hasher = DualHasher::new(None);
+    let mut first = BytesMut::new();
+    let mut multipart: Option<WriteMultipart> = None;
+    let mut size = 0u64;
+    let streamed: Result<(), BlobError> = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            let Some(target) = target else { continue };
+            match multipart.as_mut() {
+                Some(writer) => {
+                    writer.wait_for_capacity(MULTIPART_CONCURRENCY).await.map_err(backend)?;
+                    writer.put(chunk);
+                }
+                None => {
+                    first.extend_from_slice(&chunk);
+                    if first.len() >= PART_SIZE {
+                        let upload = store.put_multipart(target).await.map_err(backend)?;
+                        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+                        writer.put(first.split().freeze());
+                        multipart = Some(writer);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let verified = streamed.and_then(|()| hasher.verify(Some(sha256)));
+    match (verified, multipart, target) {
+        (Err(e), Some(writer), _) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
+        (Err(e), None, _) => Err(e),
+        (Ok(_), Some(writer), _) => writer.finish().await.map(drop).map_err(backend),
+        (Ok(_), None, Some(target)) => {
+            let bytes = first.freeze();
+            store.put(target, PutPayload::from_bytes(bytes)).await.map(drop).map_err(backend)
+        }
+        (Ok(_), None, None) => Ok(()),
+    }?;
+    Ok(BlobInfo { sha256: sha256.clone(), size })
+}
+
 /// Streaming writer: bytes go to part objects of `PART_SIZE`; a blob that never filled a part
 /// is verified in memory and PUT once to its final key.
 pub(crate) struct S3Writer {
