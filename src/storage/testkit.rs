@@ -183,3 +183,57 @@ impl Drop for Garage {
         let _ = self.child.wait();
     }
 }
+
+/// moto's S3 server (a second S3 dialect, to catch Garage-only assumptions), with one bucket.
+pub struct Moto {
+    pub endpoint: String,
+    pub bucket: String,
+    child: Child,
+}
+
+impl Moto {
+    pub fn start() -> Option<Moto> {
+        let Some(moto) = find_binary("moto_server", &[]) else {
+            println!("SKIP: moto_server is not installed (pip install 'moto[server]')");
+            return None;
+        };
+        let port = free_port();
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server");
+        let moto = Moto { endpoint: format!("http://127.0.0.1:{port}"), bucket: "binaryrepo".into(), child };
+        moto.create_bucket(port);
+        Some(moto)
+    }
+
+    /// Bounded poll until the server answers, creating the bucket (moto takes any signature).
+    fn create_bucket(&self, port: u16) {
+        use std::io::{Read, Write};
+        let request = format!(
+            "PUT /{} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.bucket
+        );
+        for _ in 0..300 {
+            if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut answer = String::new();
+                if conn.write_all(request.as_bytes()).is_ok() && conn.read_to_string(&mut answer).is_ok() {
+                    assert!(answer.starts_with("HTTP/1.1 200"), "moto: {answer}");
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("moto_server did not start on port {port}");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

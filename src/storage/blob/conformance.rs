@@ -166,7 +166,7 @@ mod engines {
     use crate::config::{BlobBackend, BlobsConfig};
     use crate::storage::blob::fs::FsBlobStore;
     use crate::storage::blob::s3::{S3BlobStore, PART_SIZE};
-    use crate::storage::testkit::Garage;
+    use crate::storage::testkit::{Garage, Moto};
 
     #[tokio::test]
     async fn fs_conforms() {
@@ -192,5 +192,22 @@ mod engines {
         let Some(garage) = Garage::start() else { return };
         let store = S3BlobStore::open(&s3_config(&garage, "conf/")).unwrap();
         run_all(&store, 2 * PART_SIZE + 12345).await;
+    }
+
+    /// A second S3 dialect: nothing may depend on Garage's particular behaviour.
+    #[tokio::test]
+    async fn s3_on_moto_conforms() {
+        let Some(moto) = Moto::start() else { return };
+        let config = BlobsConfig {
+            backend: BlobBackend::S3,
+            endpoint: Some(moto.endpoint.clone()),
+            bucket: Some(moto.bucket.clone()),
+            region: Some("us-east-1".into()),
+            prefix: "conf/".into(),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("testing".into()),
+            ..Default::default()
+        };
+        run_all(&S3BlobStore::open(&config).unwrap(), 2 * PART_SIZE + 12345).await;
     }
 }
