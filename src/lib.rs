@@ -99,10 +99,25 @@ impl App {
     }
 }
 
+/// Parts of upstream fetches older than this were left by a crashed node (fetches are bounded by
+/// `fetch_timeout`, 1 h by default): swept at start.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn storage::BlobStore>> {
     Ok(match config.storage.blobs.backend {
         BlobBackend::Fs => Arc::new(FsBlobStore::open(&config.storage.path).await?),
-        BlobBackend::S3 => Arc::new(S3BlobStore::open(&config.storage.blobs)?),
+        BlobBackend::S3 => {
+            let store = S3BlobStore::open(&config.storage.blobs)?;
+            let sweeper = store.clone();
+            tokio::spawn(async move {
+                match sweeper.sweep_abandoned(ABANDONED_AFTER).await {
+                    Ok(n) if n > 0 => tracing::info!("removed {n} objects of abandoned fetches"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("sweeping abandoned fetches: {e}"),
+                }
+            });
+            Arc::new(store)
+        }
     })
 }
 

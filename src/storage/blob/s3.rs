@@ -99,6 +99,30 @@ impl S3BlobStore {
         self.store.signed_url(http::Method::GET, &self.blob_key(sha256), ttl).await.map_err(backend)
     }
 
+    /// Delete what crashed nodes left behind: parts of upstream fetches (`uploads/fetch-*`,
+    /// never resumed by anyone) and `tmp/` objects last written more than `older_than` ago.
+    /// Client uploads stay (a client may resume them). Returns how many objects went.
+    pub async fn sweep_abandoned(&self, older_than: Duration) -> Result<usize, BlobError> {
+        let older = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+        let cutoff = crate::model::unix_now().saturating_sub(older);
+        let mut removed = 0;
+        for dir in ["uploads", "tmp"] {
+            let prefix = self.key(dir);
+            let listed: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(backend)?;
+            for meta in listed {
+                let rest = meta.location.as_ref().strip_prefix(prefix.as_ref()).unwrap_or("");
+                let abandoned = dir == "tmp" || rest.trim_start_matches('/').starts_with("fetch-");
+                if abandoned && meta.last_modified.timestamp() <= cutoff {
+                    match self.store.delete(&meta.location).await {
+                        Err(e) if !is_not_found(&e) => return Err(backend(e)),
+                        _ => removed += 1,
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     async fn exists(&self, key: &Path) -> Result<bool, BlobError> {
         match self.store.head(key).await {
             Ok(_) => Ok(true),
@@ -241,5 +265,35 @@ impl BlobStore for S3BlobStore {
             Some(ttl) => self.presigned_get(sha256, ttl).await.map(Some),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testkit::Garage;
+
+    #[tokio::test]
+    async fn sweep_removes_abandoned_fetches_and_keeps_client_uploads() {
+        let Some(garage) = Garage::start() else { return };
+        let config = BlobsConfig {
+            endpoint: Some(garage.endpoint.clone()),
+            bucket: Some(garage.bucket.clone()),
+            region: Some(garage.region.clone()),
+            access_key_id: Some(garage.access_key_id.clone()),
+            secret_access_key: Some(garage.secret_access_key.clone()),
+            prefix: "sweep/".into(),
+            ..Default::default()
+        };
+        let store = S3BlobStore::open(&config).unwrap();
+        let body = |b: &'static [u8]| -> ByteStream {
+            Box::pin(futures::stream::once(async move { Ok(bytes::Bytes::from_static(b)) }))
+        };
+        store.append_upload("fetch-abc", 0, body(b"partial"), None).await.unwrap();
+        store.append_upload("client-1", 0, body(b"resumable"), None).await.unwrap();
+        assert_eq!(store.sweep_abandoned(Duration::from_secs(3600)).await.unwrap(), 0, "too young");
+        assert_eq!(store.sweep_abandoned(Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(store.upload_size("fetch-abc").await.unwrap(), 0);
+        assert_eq!(store.upload_size("client-1").await.unwrap(), 9);
     }
 }
