@@ -35,7 +35,15 @@ impl App {
         let data = &config.storage.path;
         std::fs::create_dir_all(data)
             .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
-        let blobs = open_blobs(&config).await?;
+        let longest_fetch = specs
+            .iter()
+            .filter_map(|s| match &s.kind {
+                KindSpec::Remote(r) => Some(r.fetch_timeout),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default();
+        let blobs = open_blobs(&config, ABANDONED_AFTER.max(longest_fetch * 2)).await?;
         let (meta, postgres) = open_meta(&config).await?;
         let cluster = match (&config.cluster.advertise_url, &postgres) {
             (Some(url), Some(pg)) => Some(cluster_ctx(&config, url, pg.clone()).await?),
@@ -99,18 +107,18 @@ impl App {
     }
 }
 
-/// Parts of upstream fetches older than this were left by a crashed node (fetches are bounded by
-/// `fetch_timeout`, 1 h by default): swept at start.
+/// Parts of upstream fetches older than this (or twice the longest `fetch_timeout`) were left by
+/// a crashed node: swept at start.
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn storage::BlobStore>> {
+async fn open_blobs(config: &Config, abandoned_after: std::time::Duration) -> anyhow::Result<Arc<dyn storage::BlobStore>> {
     Ok(match config.storage.blobs.backend {
         BlobBackend::Fs => Arc::new(FsBlobStore::open(&config.storage.path).await?),
         BlobBackend::S3 => {
             let store = S3BlobStore::open(&config.storage.blobs)?;
             let sweeper = store.clone();
             tokio::spawn(async move {
-                match sweeper.sweep_abandoned(ABANDONED_AFTER).await {
+                match sweeper.sweep_abandoned(abandoned_after).await {
                     Ok(n) if n > 0 => tracing::info!("removed {n} objects of abandoned fetches"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!("sweeping abandoned fetches: {e}"),
