@@ -111,7 +111,10 @@ impl App {
 /// a crashed node: swept at start.
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-async fn open_blobs(config: &Config, abandoned_after: std::time::Duration) -> anyhow::Result<Arc<dyn storage::BlobStore>> {
+async fn open_blobs(
+    config: &Config,
+    abandoned_after: std::time::Duration,
+) -> anyhow::Result<Arc<dyn storage::BlobStore>> {
     Ok(match config.storage.blobs.backend {
         BlobBackend::Fs => Arc::new(FsBlobStore::open(&config.storage.path).await?),
         BlobBackend::S3 => {

@@ -264,6 +264,39 @@ async fn node_killed_mid_push_publishes_nothing() -> Result<()> {
     Ok(())
 }
 
+/// SIGKILL during a monolithic PUT (streamed to a multipart upload of the final key): the blob
+/// stays unknown everywhere, and a new push through the other node succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_killed_mid_monolithic_put_publishes_nothing() -> Result<()> {
+    let Some(mut cluster) = Cluster::start(2, &docker_repos(NO_UPSTREAM)).await else { return Ok(()) };
+    let data = noise(10, 24 * 1024 * 1024);
+    let digest = crate::images::sha256_digest(&data);
+    let name = "docker-local/killed-put";
+    let start = cluster.oci(0).start_upload(name).await?;
+    let location = start.header("location").expect("Location").to_string();
+    let path = url::Url::parse("http://x/")?.join(&location)?.path().to_string();
+    // Capacity 1: once the last send returns, the client has taken all but one piece.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+    let oci0 = cluster.oci(0);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let put = oci0.http().put(format!("{}?digest={digest}", oci0.url(&path))).body(body);
+    let request = tokio::spawn(async move { put.send().await });
+    for piece in data[..16 * 1024 * 1024].chunks(1024 * 1024) {
+        tx.send(Ok(Bytes::copy_from_slice(piece))).await?;
+    }
+    cluster.nodes[0].stop();
+    drop(tx);
+    assert!(request.await?.map_or(true, |r| r.status() != 201), "a killed node acknowledged nothing");
+    let sha: Digest = digest.parse()?;
+    assert_eq!(cluster.blobs().stat(&sha).await?, None, "nothing half-published");
+    let oci1 = cluster.oci(1);
+    assert_eq!(oci1.head_blob(name, &digest).await?.status, 404);
+    assert_eq!(oci1.push_blob(name, &data).await?, digest);
+    let (status, size, got) = oci1.get_blob_hashed(name, &digest).await?;
+    assert_eq!((status.as_u16(), size, got), (200, data.len() as u64, digest));
+    Ok(())
+}
+
 fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
