@@ -46,11 +46,16 @@ impl App {
         let blobs = open_blobs(&config, ABANDONED_AFTER.max(longest_fetch * 2)).await?;
         let (meta, postgres) = open_meta(&config).await?;
         let cluster = match (&config.cluster.advertise_url, &postgres) {
-            (Some(url), Some(pg)) => Some(cluster_ctx(&config, url, pg.clone()).await?),
+            (Some(url), Some(pg)) => Some(cluster_ctx(&config, url, pg.clone())?),
             _ => None,
         };
         let locks = postgres.clone().map(|pg| pg as Arc<dyn storage::lease::NamedLocks>);
-        let stores = Arc::new(Stores::new(blobs, meta).with_cluster(cluster).with_locks(locks));
+        // Fetches in flight are tailed from local disk unless the blobs are on local disk anyway.
+        let spool: Option<Arc<dyn storage::BlobStore>> = match (config.storage.blobs.backend, cluster.is_some()) {
+            (BlobBackend::Fs, false) => None,
+            _ => Some(Arc::new(FsBlobStore::open(&config.storage.path.join("spool")).await?)),
+        };
+        let stores = Arc::new(Stores::new(blobs, meta).with_cluster(cluster).with_locks(locks).with_spool(spool));
         let repos = build_repos(&specs, &stores)?;
         Ok(App { config, repos: Arc::new(repos), specs })
     }
@@ -163,10 +168,8 @@ async fn open_meta(config: &Config) -> anyhow::Result<MetaStores> {
     Ok((cached, Some(pg)))
 }
 
-/// This node's part in cluster-wide coalescing: leases and the uncached catalog in PostgreSQL,
-/// a local spool under `storage.path/spool` for bytes in flight.
-async fn cluster_ctx(config: &Config, url: &url::Url, pg: Arc<PostgresMetaStore>) -> anyhow::Result<Arc<ClusterCtx>> {
-    let spool = FsBlobStore::open(&config.storage.path.join("spool")).await?;
+/// This node's part in cluster-wide coalescing: leases and the uncached catalog in PostgreSQL.
+fn cluster_ctx(config: &Config, url: &url::Url, pg: Arc<PostgresMetaStore>) -> anyhow::Result<Arc<ClusterCtx>> {
     let http = reqwest::Client::builder().no_proxy().connect_timeout(std::time::Duration::from_secs(5)).build()?;
     Ok(Arc::new(ClusterCtx {
         node_id: uuid::Uuid::new_v4().to_string(),
@@ -174,7 +177,6 @@ async fn cluster_ctx(config: &Config, url: &url::Url, pg: Arc<PostgresMetaStore>
         lease_ttl: config.cluster.lease_ttl,
         leases: pg.clone(),
         meta: pg,
-        spool: Arc::new(spool),
         http,
     }))
 }

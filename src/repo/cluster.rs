@@ -16,7 +16,7 @@ use super::flights::{self, FetchJob, Progress, Tail};
 use super::RepoError;
 use crate::model::{Algorithm, Entry};
 use crate::storage::lease::{Lease, Leases};
-use crate::storage::{BlobStore, BlobWriter, MetaStore};
+use crate::storage::{BlobWriter, MetaStore};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,14 +38,13 @@ pub struct ClusterCtx {
     pub leases: Arc<dyn Leases>,
     /// The database without this node's cache: "is it published yet?" must see other nodes.
     pub meta: Arc<dyn MetaStore>,
-    /// Local scratch store that readers tail while bytes arrive.
-    pub spool: Arc<dyn BlobStore>,
     pub http: reqwest::Client,
 }
 
 /// The fetch task of one node: lead or follow until the blob is published.
 pub async fn run(job: &FetchJob, ctx: &ClusterCtx, id: &str, tx: &watch::Sender<Progress>) -> Result<Entry, RepoError> {
-    let mut spool = ctx.spool.create(id, Algorithm::Sha256).await?;
+    let store = job.spool.clone().unwrap_or_else(|| job.blobs.clone());
+    let mut spool = store.create(id, Algorithm::Sha256).await?;
     let outcome = elect_and_fetch(job, ctx, id, tx, spool.as_mut()).await;
     spool.abort().await;
     outcome

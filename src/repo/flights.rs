@@ -67,6 +67,9 @@ pub struct FetchJob {
     pub timeout: Duration,
     /// Set on a node of a cluster: the fetch is elected cluster-wide (see `repo/cluster.rs`).
     pub cluster: Option<Arc<super::cluster::ClusterCtx>>,
+    /// Local scratch store readers tail while bytes arrive, when the blob store cannot show a
+    /// growing upload byte by byte (S3 shows whole parts); None: tail the blob store itself.
+    pub spool: Option<Arc<dyn BlobStore>>,
 }
 
 pub struct FlightReader {
@@ -90,7 +93,7 @@ impl Flights {
         }
         let upload_id = flight_upload_id(&key);
         let (tx, rx) = watch::channel(Progress::Connecting);
-        let tail = job.cluster.as_ref().map_or_else(|| job.blobs.clone(), |c| c.spool.clone());
+        let tail = job.spool.clone().unwrap_or_else(|| job.blobs.clone());
         let flight = Running { rx, upload_id: upload_id.clone(), blobs: job.blobs.clone(), tail };
         running.insert(key.clone(), flight.clone());
         let flights = self.clone();
@@ -98,9 +101,10 @@ impl Flights {
         tokio::spawn(async move {
             let timeout = job.timeout;
             let fetch = async {
-                match &job.cluster {
-                    Some(cluster) => super::cluster::run(&job, cluster, &id, &tx).await,
-                    None => run(&job, &id, &tx, None).await,
+                match (&job.cluster, &job.spool) {
+                    (Some(cluster), _) => super::cluster::run(&job, cluster, &id, &tx).await,
+                    (None, Some(spool)) => spooled(&job, spool.as_ref(), &id, &tx).await,
+                    (None, None) => run(&job, &id, &tx, None).await,
                 }
             };
             let outcome = match tokio::time::timeout(timeout, fetch).await {
@@ -112,8 +116,8 @@ impl Flights {
             };
             if !matches!(outcome, Progress::Done(_)) {
                 let _ = job.blobs.abort_upload(&id).await;
-                if let Some(cluster) = &job.cluster {
-                    let _ = cluster.spool.abort_upload(&id).await;
+                if let Some(spool) = &job.spool {
+                    let _ = spool.abort_upload(&id).await;
                 }
                 if let Progress::Failed(why) = &outcome {
                     tracing::warn!(repo = %job.repo, path = %job.path, "upstream fetch failed: {why}");
@@ -135,6 +139,19 @@ impl Flights {
 /// Upload ids must be safe file names; the key is hashed so readers find the fetch's temp blob.
 fn flight_upload_id(key: &str) -> String {
     format!("fetch-{}-{}", &Digest::sha256_of(key.as_bytes()).hex()[..32], uuid::Uuid::new_v4().simple())
+}
+
+/// Fetch into the blob store with a copy in `spool` for readers to tail; the copy goes after.
+async fn spooled(
+    job: &FetchJob,
+    spool: &dyn BlobStore,
+    id: &str,
+    tx: &watch::Sender<Progress>,
+) -> Result<Entry, RepoError> {
+    let mut writer = spool.create(id, Algorithm::Sha256).await?;
+    let outcome = run(job, id, tx, Some(Tail { writer: writer.as_mut(), skip: 0 })).await;
+    writer.abort().await;
+    outcome
 }
 
 /// A second writer that readers tail (a cluster node's local spool), which already holds the

@@ -47,15 +47,21 @@ pub struct Stores {
     pub cluster: Option<Arc<cluster::ClusterCtx>>,
     /// Database locks that serialize check-then-write sequences across processes (PostgreSQL).
     pub locks: Option<Arc<dyn NamedLocks>>,
+    /// Local scratch for upstream fetches in flight (see `FetchJob::spool`).
+    pub spool: Option<Arc<dyn BlobStore>>,
 }
 
 impl Stores {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Stores {
-        Stores { blobs, meta, documents: Default::default(), cluster: None, locks: None }
+        Stores { blobs, meta, documents: Default::default(), cluster: None, locks: None, spool: None }
     }
 
     pub fn with_locks(self, locks: Option<Arc<dyn NamedLocks>>) -> Stores {
         Stores { locks, ..self }
+    }
+
+    pub fn with_spool(self, spool: Option<Arc<dyn BlobStore>>) -> Stores {
+        Stores { spool, ..self }
     }
 
     pub fn with_cluster(self, cluster: Option<Arc<cluster::ClusterCtx>>) -> Stores {

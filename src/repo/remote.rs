@@ -200,6 +200,7 @@ impl Remote {
             request: request.clone(),
             timeout: self.spec.fetch_timeout,
             cluster: repo.stores().cluster.clone(),
+            spool: repo.stores().spool.clone(),
         };
         let mut reader = self.flights.join_or_start(job);
         let (total, media_type) = match reader.started().await {
