@@ -46,7 +46,7 @@ impl App {
         let blobs = open_blobs(&config, ABANDONED_AFTER.max(longest_fetch * 2)).await?;
         let (meta, postgres) = open_meta(&config).await?;
         let cluster = match (&config.cluster.advertise_url, &postgres) {
-            (Some(url), Some(pg)) => Some(cluster_ctx(&config, url, pg.clone())?),
+            (Some(url), Some(pg)) => Some(cluster_ctx(&config, url, pg.clone()).await?),
             _ => None,
         };
         let locks = postgres.clone().map(|pg| pg as Arc<dyn storage::lease::NamedLocks>);
@@ -169,12 +169,13 @@ async fn open_meta(config: &Config) -> anyhow::Result<MetaStores> {
 }
 
 /// This node's part in cluster-wide coalescing: leases and the uncached catalog in PostgreSQL.
-fn cluster_ctx(config: &Config, url: &url::Url, pg: Arc<PostgresMetaStore>) -> anyhow::Result<Arc<ClusterCtx>> {
+async fn cluster_ctx(config: &Config, url: &url::Url, pg: Arc<PostgresMetaStore>) -> anyhow::Result<Arc<ClusterCtx>> {
     let http = reqwest::Client::builder().no_proxy().connect_timeout(std::time::Duration::from_secs(5)).build()?;
     Ok(Arc::new(ClusterCtx {
         node_id: uuid::Uuid::new_v4().to_string(),
         advertise_url: url.clone(),
         lease_ttl: config.cluster.lease_ttl,
+        token: pg.cluster_token().await?,
         leases: pg.clone(),
         meta: pg,
         http,

@@ -1,12 +1,13 @@
 //! The internal endpoint other nodes of a cluster stream a running upstream fetch from
 //! (`repo/cluster.rs`). It only joins a fetch already running in this process — it never
-//! starts one and never reads anything a client could not fetch through the remote repository.
+//! starts one and never reads anything a client could not fetch through the remote repository,
+//! and it answers only requests carrying the cluster's shared token (404 otherwise).
 
-use crate::repo::cluster::{OUTCOME_HEADER, TOTAL_HEADER};
+use crate::repo::cluster::{OUTCOME_HEADER, TOKEN_HEADER, TOTAL_HEADER};
 use crate::repo::{RepoError, Repos};
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
@@ -16,10 +17,20 @@ pub(super) struct FlightQuery {
     path: String,
 }
 
-pub(super) async fn flight(State(repos): State<Arc<Repos>>, Query(q): Query<FlightQuery>) -> Response {
-    let Some(remote) = repos.get(&q.repo).and_then(|r| r.remote()) else {
+pub(super) async fn flight(
+    State(repos): State<Arc<Repos>>,
+    headers: HeaderMap,
+    Query(q): Query<FlightQuery>,
+) -> Response {
+    let Some(repo) = repos.get(&q.repo) else { return StatusCode::NOT_FOUND.into_response() };
+    let presented = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+    let token = repo.stores().cluster.as_ref().map(|c| c.token.as_str());
+    let (Some(presented), Some(token), Some(remote)) = (presented, token, repo.remote()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let Some(mut reader) = remote.join_running(&q.repo, &q.path) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -38,4 +49,8 @@ pub(super) async fn flight(State(repos): State<Arc<Repos>>, Query(q): Query<Flig
         Err(RepoError::NotFound) => (StatusCode::NOT_FOUND, [(OUTCOME_HEADER, "not-found")]).into_response(),
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -26,6 +26,8 @@ use tokio::sync::watch;
 pub const OUTCOME_HEADER: &str = "x-binaryrepo-flight";
 /// Response header of the internal endpoint: the blob's total size, when the upstream sent it.
 pub const TOTAL_HEADER: &str = "x-binaryrepo-total";
+/// Request header carrying the cluster's shared token to the internal endpoint.
+pub const TOKEN_HEADER: &str = "x-binaryrepo-cluster-token";
 /// Path of the internal endpoint.
 pub const FLIGHT_PATH: &str = "/_cluster/v1/flight";
 
@@ -35,6 +37,8 @@ pub struct ClusterCtx {
     pub node_id: String,
     pub advertise_url: url::Url,
     pub lease_ttl: Duration,
+    /// Shared by the nodes of the cluster (stored in PostgreSQL); required by the internal endpoint.
+    pub token: String,
     pub leases: Arc<dyn Leases>,
     /// The database without this node's cache: "is it published yet?" must see other nodes.
     pub meta: Arc<dyn MetaStore>,
@@ -134,7 +138,8 @@ async fn follow(
     let url = format!("{}{FLIGHT_PATH}", node_url.trim_end_matches('/'));
     let query = [("repo", job.repo.as_str()), ("path", job.path.as_str())];
     let peer = |e: reqwest::Error| RepoError::Unreachable(format!("cluster peer {node_url}: {e}"));
-    let response = ctx.http.get(&url).query(&query).send().await.map_err(peer)?;
+    let request = ctx.http.get(&url).query(&query).header(TOKEN_HEADER, &ctx.token);
+    let response = request.send().await.map_err(peer)?;
     let outcome = response.headers().get(OUTCOME_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     match response.status().as_u16() {
         200 => {}

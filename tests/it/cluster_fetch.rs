@@ -38,6 +38,12 @@ async fn sixty_cold_pulls_over_three_nodes_make_one_upstream_fetch() -> Result<(
     signals(&mut rx, 60, "response headers on every node while the upstream holds the body").await;
     gate.wait_reached(1).await;
     assert_eq!(fake.blob_gets(&digest), 1, "{:?}", fake.all_hits());
+    // The internal endpoint serves other nodes only: without the cluster token, nothing.
+    for node in &cluster.nodes {
+        let url = format!("{}/_cluster/v1/flight?repo=docker-remote&path=_blobs/{digest}", node.base_url());
+        let wrong = http.get(&url).header("x-binaryrepo-cluster-token", "guess").send().await?;
+        assert_eq!((http.get(&url).send().await?.status().as_u16(), wrong.status().as_u16()), (404, 404));
+    }
     gate.open();
     for (i, reader) in join_all(readers).await.into_iter().enumerate() {
         reader??.assert_complete(&format!("reader {i} on node {}", i % 3), SIZE, &digest, "fwd=uri-miss");

@@ -41,6 +41,16 @@ impl PostgresMetaStore {
         &self.pool
     }
 
+    /// The token the nodes of this database's cluster share, created once by whoever asks first.
+    pub async fn cluster_token(&self) -> Result<String, MetaError> {
+        let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        sqlx::query("INSERT INTO cluster_token (id, token) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+            .bind(fresh)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT token FROM cluster_token WHERE id = 1").fetch_one(&self.pool).await?)
+    }
+
     fn lock_pool(&self) -> &PgPool {
         &self.locks
     }
