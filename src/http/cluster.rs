@@ -46,7 +46,13 @@ pub(super) async fn flight(
             let body = Body::from_stream(reader.into_stream(None));
             response.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
-        Err(RepoError::NotFound) => (StatusCode::NOT_FOUND, [(OUTCOME_HEADER, "not-found")]).into_response(),
+        Err(RepoError::NotFound) => {
+            (StatusCode::NOT_FOUND, [(OUTCOME_HEADER, "not-found".to_string())]).into_response()
+        }
+        // The upstream's own answer: the other nodes report it too instead of asking again.
+        Err(RepoError::Upstream { status, message }) => {
+            (StatusCode::BAD_GATEWAY, [(OUTCOME_HEADER, format!("upstream-{status}"))], message).into_response()
+        }
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
 }

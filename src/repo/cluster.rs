@@ -79,7 +79,7 @@ async fn elect_and_fetch(
                     continue;
                 }
                 Ok(None) => {}
-                Err(RepoError::NotFound) => return Err(RepoError::NotFound),
+                Err(e @ (RepoError::NotFound | RepoError::Upstream { .. })) => return Err(e),
                 Err(e) => {
                     tracing::info!(repo = %job.repo, path = %job.path, "leader {node_url} failed: {e}");
                     let since = *failing_since.get_or_insert_with(Instant::now);
@@ -141,11 +141,16 @@ async fn follow(
     let request = ctx.http.get(&url).query(&query).header(TOKEN_HEADER, &ctx.token);
     let response = request.send().await.map_err(peer)?;
     let outcome = response.headers().get(OUTCOME_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-    match response.status().as_u16() {
-        200 => {}
-        404 if outcome.as_deref() == Some("not-found") => return Err(RepoError::NotFound),
-        404 => return Ok(None),
-        status => return Err(RepoError::Unreachable(format!("cluster peer {node_url} answered {status}"))),
+    let upstream_status = outcome.as_deref().and_then(|o| o.strip_prefix("upstream-")).and_then(|s| s.parse().ok());
+    match (response.status().as_u16(), upstream_status) {
+        (200, _) => {}
+        (404, _) if outcome.as_deref() == Some("not-found") => return Err(RepoError::NotFound),
+        (404, _) => return Ok(None),
+        (502, Some(status)) => {
+            let message = response.text().await.unwrap_or_default();
+            return Err(RepoError::Upstream { status, message });
+        }
+        (status, _) => return Err(RepoError::Unreachable(format!("cluster peer {node_url} answered {status}"))),
     }
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let total = header(TOTAL_HEADER).and_then(|t| t.parse().ok());
