@@ -12,7 +12,7 @@ use binaryrepo::storage::BlobStore;
 use bytes::Bytes;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
-use crate::clients::Skopeo;
+use crate::clients::{Podman, Skopeo};
 use crate::images::{images, layout_digest, verify_layout_blobs};
 use crate::oci::{noise, OciClient, TestImage};
 use crate::server::{docker_repos, ServerOptions, TestServer, NO_UPSTREAM};
@@ -111,6 +111,23 @@ async fn skopeo_push_through_one_node_pull_through_the_others() -> Result<()> {
     assert_eq!(verify_layout_blobs(&back), 3, "manifest + config + layer");
     assert_eq!(cluster.oci(2).tag_names("docker-local/busybox").await?, ["1.0"]);
     assert!(cluster.nodes[0].data_dir().join("blobs").read_dir().map_or(true, |mut d| d.next().is_none()));
+    Ok(())
+}
+
+/// podman pushes through node 0 and pulls through nodes 1 and 2 (by tag, then by digest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_push_through_one_node_pull_through_the_others() -> Result<()> {
+    let Some(cluster) = Cluster::start(3, &docker_repos(NO_UPSTREAM)).await else { return Ok(()) };
+    let img = images();
+    let podman = Podman::new();
+    let id = podman.pull(&img.oci("busybox", "1.0")).await?;
+    let on = |i: usize| format!("{}/docker-local/podbox:1.0", cluster.nodes[i].addr());
+    podman.tag(&id, &on(0)).await?;
+    let pushed = podman.push(&on(0), None).await?;
+    podman.rmi_all().await?;
+    assert_eq!(podman.pull(&on(1)).await?, id, "image ID after the round trip");
+    podman.rmi_all().await?;
+    podman.pull(&format!("{}/docker-local/podbox@{pushed}", cluster.nodes[2].addr())).await?;
     Ok(())
 }
 
