@@ -8,10 +8,12 @@ use futures::future::join_all;
 use tokio::sync::mpsc;
 
 use crate::cache::{read_blob, signals, streaming_client};
+use crate::clients::Skopeo;
 use crate::cluster::Cluster;
+use crate::images::{images, layout_digest, verify_layout_blobs};
 use crate::oci::{noise, TestImage};
 use crate::server::docker_repos;
-use crate::upstream::FakeUpstream;
+use crate::upstream::{DistributionRegistry, FakeUpstream};
 
 const MIB: usize = 1024 * 1024;
 
@@ -119,5 +121,40 @@ async fn unreachable_live_leader_is_bypassed() -> Result<()> {
     on_leader.await??.assert_complete("leader's client", SIZE, &digest, "fwd=uri-miss");
     follower.await??.assert_complete("follower's client", SIZE, &digest, "fwd=uri-miss");
     assert_eq!(fake.blob_gets(&digest), 2, "{:?}", fake.all_hits());
+    Ok(())
+}
+
+/// Real clients over a real upstream: three skopeo pulls at once through the remote repository
+/// on three nodes fetch every blob from the CNCF registry exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_skopeo_pulls_through_three_nodes_fetch_each_blob_once() -> Result<()> {
+    let img = images();
+    let sk = Skopeo::new();
+    let mut up = DistributionRegistry::start().await;
+    sk.copy(&img.oci("busybox", "1.0"), &format!("docker://{}/busybox:1.0", up.addr())).await?;
+    up.sync_log().await;
+    let before = up.blob_gets(None);
+    let Some(cluster) = Cluster::start_with(3, &docker_repos(&up.url()), Some("10s"), false).await else {
+        return Ok(());
+    };
+    let out = tempfile::tempdir()?;
+    let pulls = (0..3).map(|i| {
+        let src = format!("docker://{}/docker-remote/busybox:1.0", cluster.nodes[i].addr());
+        let dst = format!("oci:{}:1.0", out.path().join(format!("n{i}")).display());
+        let sk = Skopeo::new();
+        async move { sk.copy(&src, &dst).await }
+    });
+    for pulled in join_all(pulls).await {
+        pulled?;
+    }
+    let want = img.digest("busybox", "1.0");
+    for i in 0..3 {
+        let layout = out.path().join(format!("n{i}"));
+        assert_eq!(layout_digest(&layout, "1.0"), want);
+        assert_eq!(verify_layout_blobs(&layout), 3);
+    }
+    up.sync_log().await;
+    let gets = up.blob_gets(None) - before;
+    assert_eq!(gets, 2, "config + layer fetched once each for three pulls on three nodes");
     Ok(())
 }
