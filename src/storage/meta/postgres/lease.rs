@@ -74,9 +74,10 @@ struct AdvisoryLock {
 
 impl Drop for AdvisoryLock {
     fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            // Ending the transaction releases the lock; a dropped connection would too.
-            tokio::spawn(async move {
+        // Ending the transaction releases the lock; so does closing its connection (what dropping
+        // it does outside a runtime).
+        if let (Some(tx), Ok(runtime)) = (self.tx.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
                 let _ = tx.rollback().await;
             });
         }
