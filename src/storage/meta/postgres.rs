@@ -30,7 +30,7 @@ impl PostgresMetaStore {
             PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let locks = PgPoolOptions::new()
-            .max_connections(32)
+            .max_connections(8)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(60))
             .connect_lazy_with(pool.connect_options().as_ref().clone());
