@@ -47,7 +47,11 @@ pub struct ClusterCtx {
 
 /// The fetch task of one node: lead or follow until the blob is published.
 pub async fn run(job: &FetchJob, ctx: &ClusterCtx, id: &str, tx: &watch::Sender<Progress>) -> Result<Entry, RepoError> {
-    let store = job.spool.clone().unwrap_or_else(|| job.blobs.clone());
+    // App::build gives every cluster node a spool: readers tail it under the fetch's upload id,
+    // which the blob store itself uses for the leader's copy.
+    let Some(store) = job.spool.clone() else {
+        return Err(RepoError::Unreachable("cluster fetch without a local spool".into()));
+    };
     let mut spool = store.create(id, Algorithm::Sha256).await?;
     let outcome = elect_and_fetch(job, ctx, id, tx, spool.as_mut()).await;
     spool.abort().await;
