@@ -2,8 +2,14 @@
 //! what serde cannot check (members exist, same format, deploy target, unique names and ports).
 //!
 //! Environment overrides address keys with `__` between levels: `BINARYREPO_SERVER__LISTEN`,
-//! `BINARYREPO_STORAGE__PATH`, and per repository by name (`-` written as `_`):
+//! `BINARYREPO_STORAGE__PATH`, `BINARYREPO_STORAGE__DATABASE__URL`, and per repository by name (`-` written as `_`):
 //! `BINARYREPO_REPOSITORY__DOCKER_REMOTE__PASSWORD`.
+
+mod cluster;
+mod storage;
+
+pub use cluster::ClusterConfig;
+pub use storage::{BlobBackend, BlobsConfig, DatabaseConfig, StorageConfig};
 
 use crate::model::{FormatKind, RepoName};
 use serde::Deserialize;
@@ -100,6 +106,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     #[serde(default, rename = "repository")]
     pub repositories: Vec<RepoConfig>,
 }
@@ -123,31 +131,6 @@ impl Default for ServerConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8081))
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageConfig {
-    /// Filesystem blobs and the SQLite metadata database live under this directory.
-    #[serde(default = "default_data")]
-    pub path: PathBuf,
-    /// Upload sessions older than this are removed with their bytes.
-    #[serde(default = "default_upload_ttl", with = "humantime_serde")]
-    pub upload_ttl: Duration,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig { path: default_data(), upload_ttl: default_upload_ttl() }
-    }
-}
-
-fn default_upload_ttl() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
-
-fn default_data() -> PathBuf {
-    PathBuf::from("./data")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -283,6 +266,11 @@ impl Config {
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(ConfigError::Invalid("server.tls_cert and server.tls_key must be set together".into()));
         }
+        self.storage.blobs.validate().map_err(ConfigError::Invalid)?;
+        let postgres = self.storage.database.url.as_deref().is_some_and(|u| u.starts_with("postgres"));
+        if self.cluster.advertise_url.is_some() && !postgres {
+            return Err(ConfigError::Invalid("cluster.advertise_url needs a postgres:// storage.database.url".into()));
+        }
         let mut names = HashSet::new();
         let mut ports = HashSet::new();
         let mut hosts = HashSet::new();
@@ -405,9 +393,13 @@ fn apply_env_override(root: &mut toml::Table, key: &str, raw: &str) -> Result<()
     let value = parse_env_value(raw);
     let fail = |why: &str| ConfigError::Env(key.to_string(), why.to_string());
     match parts.as_slice() {
-        [section, field] if section != "repository" => {
-            let table = root.entry(section.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
-            let table = table.as_table_mut().ok_or_else(|| fail("not a table"))?;
+        // `SECTION__KEY` or deeper (`STORAGE__DATABASE__URL`, `STORAGE__BLOBS__BUCKET`).
+        [tables @ .., field] if !tables.is_empty() && tables[0] != "repository" => {
+            let mut table = root;
+            for name in tables {
+                let entry = table.entry(name.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+                table = entry.as_table_mut().ok_or_else(|| fail("not a table"))?;
+            }
             table.insert(field.clone(), value);
             Ok(())
         }
@@ -501,10 +493,22 @@ mod tests {
                 ("BINARYREPO_SERVER__LISTEN", "127.0.0.1:9999"),
                 ("BINARYREPO_REPOSITORY__DOCKER_REMOTE__PASSWORD", "s3cret"),
                 ("BINARYREPO_REPOSITORY__DOCKER_REMOTE__METADATA_TTL", "1m"),
+                ("BINARYREPO_STORAGE__DATABASE__URL", "postgres://u@127.0.0.1/db"),
+                ("BINARYREPO_STORAGE__BLOBS__BACKEND", "s3"),
+                ("BINARYREPO_STORAGE__BLOBS__BUCKET", "b"),
+                ("BINARYREPO_CLUSTER__ADVERTISE_URL", "http://127.0.0.1:8082"),
+                ("BINARYREPO_CLUSTER__LEASE_TTL", "3s"),
                 ("PATH", "/bin"),
             ],
         )
         .unwrap();
+        assert_eq!(config.storage.database.url.as_deref(), Some("postgres://u@127.0.0.1/db"));
+        assert_eq!(
+            (config.storage.blobs.backend, config.storage.blobs.bucket.as_deref()),
+            (BlobBackend::S3, Some("b"))
+        );
+        assert_eq!(config.cluster.lease_ttl, Duration::from_secs(3));
+        assert!(config.cluster.advertise_url.is_some());
         assert_eq!(config.server.listen.port(), 9999);
         assert_eq!(config.repositories[0].password.as_deref(), Some("s3cret"));
         assert_eq!(config.repositories[0].metadata_ttl, Some(Duration::from_secs(60)));
@@ -521,6 +525,9 @@ mod tests {
             (&format!("{hosted}[[repository]]\nname=\"v\"\nformat=\"docker\"\nkind=\"virtual\"\nmembers=[\"h\"]\ndeploy_to=\"z\"\n"), "not one of the members"),
             ("[[repository]]\nname=\"Bad\"\nformat=\"docker\"\nkind=\"hosted\"\n", "invalid repository name"),
             ("[[repository]]\nname=\"h\"\nformat=\"docker\"\nkind=\"hosted\"\nupstream=\"http://x\"\n", "takes no upstream"),
+            ("[storage.blobs]\nbackend=\"s3\"\n", "bucket is required"),
+            ("[storage.blobs]\nprefix=\"p\"\n", "must end with '/'"),
+            ("[cluster]\nadvertise_url=\"http://127.0.0.1:1\"\n", "needs a postgres://"),
         ];
         for (text, want) in cases {
             let err = load_str(text, &[]).unwrap_err().to_string();

@@ -11,12 +11,15 @@ pub mod model;
 pub mod repo;
 pub mod storage;
 
-use config::{Config, KindSpec, RepoSpec};
+use config::{BlobBackend, Config, KindSpec, RepoSpec};
 use formats::oci::Addressing;
+use repo::cluster::ClusterCtx;
 use repo::{Remote, Repo, RepoKind, Repos, Stores};
 use std::sync::Arc;
 use storage::blob::fs::FsBlobStore;
+use storage::blob::s3::S3BlobStore;
 use storage::meta::cached::CachedMetaStore;
+use storage::meta::postgres::{listen_invalidations, Invalidation, PostgresMetaStore};
 use storage::meta::sqlite::SqliteMetaStore;
 
 /// A built server: stores opened, repositories wired, listeners planned.
@@ -35,10 +38,27 @@ impl App {
         std::fs::create_dir_all(data)
             .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
         let data_lock = lock_data_dir(data)?;
-        let blobs = FsBlobStore::open(data).await?;
-        let meta = SqliteMetaStore::open(&data.join("metadata.db")).await?;
-        let meta = CachedMetaStore::new(Arc::new(meta));
-        let stores = Arc::new(Stores::new(Arc::new(blobs), Arc::new(meta)));
+        let longest_fetch = specs
+            .iter()
+            .filter_map(|s| match &s.kind {
+                KindSpec::Remote(r) => Some(r.fetch_timeout),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default();
+        let blobs = open_blobs(&config, ABANDONED_AFTER.max(longest_fetch * 2)).await?;
+        let (meta, postgres) = open_meta(&config).await?;
+        let cluster = match (&config.cluster.advertise_url, &postgres) {
+            (Some(url), Some(pg)) => Some(cluster_ctx(&config, url, pg.clone()).await?),
+            _ => None,
+        };
+        let locks = postgres.clone().map(|pg| pg as Arc<dyn storage::lease::NamedLocks>);
+        // Fetches in flight are tailed from local disk unless the blobs are on local disk anyway.
+        let spool: Option<Arc<dyn storage::BlobStore>> = match (config.storage.blobs.backend, cluster.is_some()) {
+            (BlobBackend::Fs, false) => None,
+            _ => Some(Arc::new(FsBlobStore::open(&config.storage.path.join("spool")).await?)),
+        };
+        let stores = Arc::new(Stores::new(blobs, meta).with_cluster(cluster).with_locks(locks).with_spool(spool));
         let repos = build_repos(&specs, &stores)?;
         stores.clone().spawn_upload_purging(config.storage.upload_ttl);
         Ok(App { config, repos: Arc::new(repos), specs, _data_lock: data_lock })
@@ -117,6 +137,76 @@ fn lock_data_dir(data: &std::path::Path) -> anyhow::Result<std::fs::File> {
         )),
         Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
     }
+}
+
+/// Parts of upstream fetches older than this (or twice the longest `fetch_timeout`) were left by
+/// a crashed node: swept at start.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+async fn open_blobs(
+    config: &Config,
+    abandoned_after: std::time::Duration,
+) -> anyhow::Result<Arc<dyn storage::BlobStore>> {
+    Ok(match config.storage.blobs.backend {
+        BlobBackend::Fs => Arc::new(FsBlobStore::open(&config.storage.path).await?),
+        BlobBackend::S3 => {
+            let store = S3BlobStore::open(&config.storage.blobs)?;
+            let sweeper = store.clone();
+            tokio::spawn(async move {
+                match sweeper.sweep_abandoned(abandoned_after).await {
+                    Ok(n) if n > 0 => tracing::info!("removed {n} objects of abandoned fetches"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("sweeping abandoned fetches: {e}"),
+                }
+            });
+            Arc::new(store)
+        }
+    })
+}
+
+type MetaStores = (Arc<dyn storage::MetaStore>, Option<Arc<PostgresMetaStore>>);
+
+/// The metadata store behind the per-process entry cache (and the PostgreSQL store itself). With
+/// PostgreSQL, a background task listens for the other nodes' writes and drops their keys from
+/// this node's cache.
+async fn open_meta(config: &Config) -> anyhow::Result<MetaStores> {
+    let url = config.storage.database.url.as_deref().unwrap_or("");
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        let file = match url.strip_prefix("sqlite:") {
+            Some(file) => std::path::PathBuf::from(file.trim_start_matches("//")),
+            None if url.is_empty() => config.storage.path.join("metadata.db"),
+            None => anyhow::bail!("storage.database.url must start with postgres:// or sqlite:"),
+        };
+        let meta = SqliteMetaStore::open(&file).await?;
+        return Ok((Arc::new(CachedMetaStore::new(Arc::new(meta))), None));
+    }
+    let pg = Arc::new(PostgresMetaStore::open(url).await?);
+    let pool = pg.pool().clone();
+    let cached = Arc::new(CachedMetaStore::new(pg.clone()));
+    let target = Arc::downgrade(&cached);
+    tokio::spawn(listen_invalidations(pool, move |event| {
+        if let Some(cache) = target.upgrade() {
+            match event {
+                Invalidation::Entry { repo, path } => cache.invalidate(&repo, &path),
+                Invalidation::All => cache.clear(),
+            }
+        }
+    }));
+    Ok((cached, Some(pg)))
+}
+
+/// This node's part in cluster-wide coalescing: leases and the uncached catalog in PostgreSQL.
+async fn cluster_ctx(config: &Config, url: &url::Url, pg: Arc<PostgresMetaStore>) -> anyhow::Result<Arc<ClusterCtx>> {
+    let http = reqwest::Client::builder().no_proxy().connect_timeout(std::time::Duration::from_secs(5)).build()?;
+    Ok(Arc::new(ClusterCtx {
+        node_id: uuid::Uuid::new_v4().to_string(),
+        advertise_url: url.clone(),
+        lease_ttl: config.cluster.lease_ttl,
+        token: pg.cluster_token().await?,
+        leases: pg.clone(),
+        meta: pg,
+        http,
+    }))
 }
 
 fn build_repos(specs: &[RepoSpec], stores: &Arc<Stores>) -> anyhow::Result<Repos> {

@@ -1,6 +1,7 @@
 //! The HTTP edge: the router (health, `/v2` for OCI), the main listener and one extra
 //! listener per repository `port`, optional native TLS, and request logging.
 
+mod cluster;
 mod linger;
 mod tls;
 
@@ -26,8 +27,11 @@ struct Shared {
 }
 
 pub fn router(repos: Arc<Repos>, public_url: Option<url::Url>, addressing: Addressing) -> Router {
+    let internal =
+        Router::new().route(crate::repo::cluster::FLIGHT_PATH, get(cluster::flight)).with_state(repos.clone());
     let shared = Shared { repos, public_url, addressing };
     Router::new()
+        .merge(internal)
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/repositories", get(list_repositories))
         .route("/v2", axum::routing::any(serve_oci))

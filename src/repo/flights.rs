@@ -36,8 +36,29 @@ pub enum Progress {
 
 #[derive(Default)]
 pub struct Flights {
-    /// Running fetches: their progress and the upload id their bytes are written under.
-    running: Mutex<HashMap<String, (watch::Receiver<Progress>, String)>>,
+    /// Running fetches, by "repo \n path".
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// A running fetch: its progress, the upload id its bytes are written under, and the stores.
+#[derive(Clone)]
+struct Running {
+    rx: watch::Receiver<Progress>,
+    upload_id: String,
+    blobs: Arc<dyn BlobStore>,
+    tail: Arc<dyn BlobStore>,
+}
+
+impl Running {
+    fn reader(&self, collapsed: bool) -> FlightReader {
+        FlightReader {
+            rx: self.rx.clone(),
+            upload_id: self.upload_id.clone(),
+            blobs: self.blobs.clone(),
+            tail: self.tail.clone(),
+            collapsed,
+        }
+    }
 }
 
 /// Everything a fetch task needs, owned so the task outlives the request that started it.
@@ -49,12 +70,20 @@ pub struct FetchJob {
     pub path: String,
     pub request: UpstreamRequest,
     pub timeout: Duration,
+    /// Set on a node of a cluster: the fetch is elected cluster-wide (see `repo/cluster.rs`).
+    pub cluster: Option<Arc<super::cluster::ClusterCtx>>,
+    /// Local scratch store readers tail while bytes arrive, when the blob store cannot show a
+    /// growing upload byte by byte (S3 shows whole parts); None: tail the blob store itself.
+    pub spool: Option<Arc<dyn BlobStore>>,
 }
 
 pub struct FlightReader {
     rx: watch::Receiver<Progress>,
     upload_id: String,
+    /// Where the published blob is read once the fetch is done.
     blobs: Arc<dyn BlobStore>,
+    /// Where the growing bytes are read while the fetch runs (the node's spool in a cluster).
+    tail: Arc<dyn BlobStore>,
     /// Whether this reader joined a fetch that another request started.
     pub collapsed: bool,
 }
@@ -63,19 +92,27 @@ impl Flights {
     /// Join the running fetch for `job.path` or start one.
     pub fn join_or_start(self: &Arc<Self>, job: FetchJob) -> FlightReader {
         let key = format!("{}\n{}", job.repo, job.path);
-        let blobs = job.blobs.clone();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((rx, upload_id)) = running.get(&key) {
-            return FlightReader { rx: rx.clone(), upload_id: upload_id.clone(), blobs, collapsed: true };
+        if let Some(flight) = running.get(&key) {
+            return flight.reader(true);
         }
         let upload_id = flight_upload_id(&key);
         let (tx, rx) = watch::channel(Progress::Connecting);
-        running.insert(key.clone(), (rx.clone(), upload_id.clone()));
+        let tail = job.spool.clone().unwrap_or_else(|| job.blobs.clone());
+        let flight = Running { rx, upload_id: upload_id.clone(), blobs: job.blobs.clone(), tail };
+        running.insert(key.clone(), flight.clone());
         let flights = self.clone();
-        let id = upload_id.clone();
+        let id = upload_id;
         tokio::spawn(async move {
             let timeout = job.timeout;
-            let outcome = match tokio::time::timeout(timeout, run(&job, &id, &tx)).await {
+            let fetch = async {
+                match (&job.cluster, &job.spool) {
+                    (Some(cluster), _) => super::cluster::run(&job, cluster, &id, &tx).await,
+                    (None, Some(spool)) => spooled(&job, spool.as_ref(), &id, &tx).await,
+                    (None, None) => run(&job, &id, &tx, None).await,
+                }
+            };
+            let outcome = match tokio::time::timeout(timeout, fetch).await {
                 Ok(Ok(entry)) => Progress::Done(entry),
                 Ok(Err(RepoError::NotFound)) => Progress::NotFound,
                 Ok(Err(RepoError::Upstream { status, message })) => Progress::Refused(status, message),
@@ -84,6 +121,9 @@ impl Flights {
             };
             if !matches!(outcome, Progress::Done(_)) {
                 let _ = job.blobs.abort_upload(&id).await;
+                if let Some(spool) = &job.spool {
+                    let _ = spool.abort_upload(&id).await;
+                }
                 if let Progress::Failed(why) = &outcome {
                     tracing::warn!(repo = %job.repo, path = %job.path, "upstream fetch failed: {why}");
                 }
@@ -91,7 +131,13 @@ impl Flights {
             tx.send_replace(outcome);
             flights.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
         });
-        FlightReader { rx, upload_id, blobs, collapsed: false }
+        flight.reader(false)
+    }
+
+    /// Join the fetch of (repo, path) if one is running in this process (for other nodes).
+    pub fn join_running(&self, repo: &str, path: &str) -> Option<FlightReader> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.get(&format!("{repo}\n{path}")).map(|f| f.reader(true))
     }
 }
 
@@ -100,7 +146,46 @@ fn flight_upload_id(key: &str) -> String {
     format!("fetch-{}-{}", &Digest::sha256_of(key.as_bytes()).hex()[..32], uuid::Uuid::new_v4().simple())
 }
 
-async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> Result<Entry, RepoError> {
+/// Fetch into the blob store with a copy in `spool` for readers to tail; the copy goes after.
+async fn spooled(
+    job: &FetchJob,
+    spool: &dyn BlobStore,
+    id: &str,
+    tx: &watch::Sender<Progress>,
+) -> Result<Entry, RepoError> {
+    let mut writer = spool.create(id, Algorithm::Sha256).await?;
+    let outcome = run(job, id, tx, Some(Tail { writer: writer.as_mut(), skip: 0 })).await;
+    writer.abort().await;
+    outcome
+}
+
+/// A second writer that readers tail (a cluster node's local spool), which already holds the
+/// first `skip` bytes of the body from an earlier attempt.
+pub struct Tail<'a> {
+    pub writer: &'a mut dyn BlobWriter,
+    pub skip: u64,
+}
+
+impl Tail<'_> {
+    /// Write the part of `bytes` (at body offset `at`) that the tail does not have yet.
+    async fn write(&mut self, at: u64, bytes: &[u8]) -> Result<(), BlobError> {
+        let end = at + bytes.len() as u64;
+        if end > self.skip {
+            let from = usize::try_from(self.skip.saturating_sub(at)).unwrap_or(usize::MAX).min(bytes.len());
+            self.writer.write(&bytes[from..]).await?;
+            self.skip = end;
+        }
+        Ok(())
+    }
+}
+
+/// Fetch from the upstream into the blob store (and `tail`), verify, publish, record the entry.
+pub async fn run(
+    job: &FetchJob,
+    upload_id: &str,
+    tx: &watch::Sender<Progress>,
+    mut tail: Option<Tail<'_>>,
+) -> Result<Entry, RepoError> {
     let request = &job.request;
     // `fetch_timeout` bounds the whole body; an upstream that accepts the connection but never
     // answers must not hold clients (or a virtual repository's later members) for that long.
@@ -125,15 +210,23 @@ async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> R
         },
         None => None,
     };
-    tx.send_replace(Progress::Running { written: 0, total, media_type: media_type.clone() });
+    let written = tail.as_ref().map_or(0, |t| t.writer.readable());
+    tx.send_replace(Progress::Running { written, total, media_type: media_type.clone() });
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
+        let at = writer.written();
         let step = match chunk {
             Ok(bytes) => match writer.write(&bytes).await {
-                Ok(()) => match &mut copy {
-                    Some(copy) => copy.write_all(&bytes).await.map_err(BlobError::Io),
-                    None => Ok(()),
-                },
+                Ok(()) => {
+                    let tailed = match tail.as_mut() {
+                        Some(t) => t.write(at, &bytes).await,
+                        None => Ok(()),
+                    };
+                    match (tailed, &mut copy) {
+                        (Ok(()), Some(copy)) => copy.write_all(&bytes).await.map_err(BlobError::Io),
+                        (tailed, _) => tailed,
+                    }
+                }
                 Err(e) => Err(e),
             },
             Err(e) => Err(BlobError::Io(std::io::Error::other(e.to_string()))),
@@ -142,7 +235,7 @@ async fn run(job: &FetchJob, upload_id: &str, tx: &watch::Sender<Progress>) -> R
             writer.abort().await;
             return Err(RepoError::Unreachable(format!("upstream body failed: {e}")));
         }
-        let written = writer.readable();
+        let written = tail.as_ref().map_or_else(|| writer.readable(), |t| t.writer.readable());
         tx.send_modify(|p| {
             if let Progress::Running { written: w, .. } = p {
                 *w = written;
@@ -221,7 +314,7 @@ impl FlightReader {
 
     /// The bytes `[start, end]` (inclusive) of the fetched blob, tailing it while it grows.
     pub fn into_stream(self, range: Option<(u64, u64)>) -> ByteStream {
-        let FlightReader { mut rx, upload_id, blobs, .. } = self;
+        let FlightReader { mut rx, upload_id, blobs, tail, .. } = self;
         let (mut pos, end) = match range {
             Some((start, end)) => (start, Some(end + 1)),
             None => (0, None),
@@ -250,7 +343,7 @@ impl FlightReader {
                     break;
                 }
                 if pos < stop {
-                    match blobs.open_upload(&upload_id, pos, stop).await {
+                    match tail.open_upload(&upload_id, pos, stop).await {
                         Ok(mut part) => {
                             while let Some(chunk) = part.next().await {
                                 let chunk = chunk?;

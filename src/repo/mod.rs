@@ -5,6 +5,7 @@
 
 pub mod budget;
 mod claims;
+pub mod cluster;
 mod documents;
 pub mod flights;
 mod purge;
@@ -14,6 +15,7 @@ pub mod upstream;
 
 use crate::model::{BlobInfo, Digest, Entry, FormatKind, RepoName};
 use crate::storage::blob::{put_stream, ByteStream};
+use crate::storage::lease::{LockGuard, NamedLocks};
 use crate::storage::{BlobError, BlobStore, MetaError, MetaStore};
 pub use remote::{BlobValidator, CacheStatus, Freshness, Remote, UpstreamRequest, Validator};
 use std::sync::Arc;
@@ -46,12 +48,45 @@ pub struct Stores {
     pub meta: Arc<dyn MetaStore>,
     documents: documents::DocumentCache,
     uploads: claims::Claims,
+    /// Set when this process is one node of a cluster (cluster-wide fetch coalescing).
+    pub cluster: Option<Arc<cluster::ClusterCtx>>,
+    /// Database locks that serialize check-then-write sequences across processes (PostgreSQL).
+    pub locks: Option<Arc<dyn NamedLocks>>,
+    /// Local scratch for upstream fetches in flight (see `FetchJob::spool`).
+    pub spool: Option<Arc<dyn BlobStore>>,
 }
 
 impl Stores {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Stores {
-        Stores { blobs, meta, documents: Default::default(), uploads: Default::default() }
+        Stores {
+            blobs,
+            meta,
+            documents: Default::default(),
+            uploads: Default::default(),
+            cluster: None,
+            locks: None,
+            spool: None,
+        }
     }
+
+    pub fn with_locks(self, locks: Option<Arc<dyn NamedLocks>>) -> Stores {
+        Stores { locks, ..self }
+    }
+
+    pub fn with_spool(self, spool: Option<Arc<dyn BlobStore>>) -> Stores {
+        Stores { spool, ..self }
+    }
+
+    pub fn with_cluster(self, cluster: Option<Arc<cluster::ClusterCtx>>) -> Stores {
+        Stores { cluster, ..self }
+    }
+}
+
+/// Held while a repository's check-then-write sequence runs (see [`Repo::lock_writes`]).
+/// Fields drop in order: the database lock first, then the process mutex.
+pub struct WriteGuard<'a> {
+    _db: Option<LockGuard>,
+    _local: tokio::sync::MutexGuard<'a, ()>,
 }
 
 pub enum RepoKind {
@@ -130,10 +165,16 @@ impl Repo {
     }
 
     /// Hold while checking what the catalog holds and writing on the strength of it, so that
-    /// two such sequences in one repository cannot interleave (one process; several nodes over
-    /// one database need a database lock instead).
-    pub async fn lock_writes(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writes.lock().await
+    /// two such sequences in one repository cannot interleave: in this process (a mutex), and
+    /// across the nodes of a cluster (a database lock per repository, taken after the mutex so
+    /// that each node has at most one waiter per repository).
+    pub async fn lock_writes(&self) -> Result<WriteGuard<'_>, RepoError> {
+        let local = self.writes.lock().await;
+        let db = match &self.stores.locks {
+            Some(locks) => Some(locks.lock(&format!("writes\n{}", self.name)).await?),
+            None => None,
+        };
+        Ok(WriteGuard { _db: db, _local: local })
     }
 
     /// Claim upload session `id` for this request (see [`claims`]): `Busy` while another

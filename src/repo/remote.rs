@@ -249,6 +249,8 @@ impl Remote {
             path: path.to_string(),
             request: request.clone(),
             timeout: self.spec.fetch_timeout,
+            cluster: repo.stores().cluster.clone(),
+            spool: repo.stores().spool.clone(),
         };
         let mut reader = self.flights.join_or_start(job);
         let (total, media_type) = match reader.started().await {
@@ -271,6 +273,13 @@ impl Remote {
         };
         let status = CacheStatus::Miss { collapsed: reader.collapsed };
         Ok(Some(Found { entry, repo: repo.name.clone(), source: Source::Streaming(reader, status) }))
+    }
+}
+
+impl Remote {
+    /// The fetch of `path` running in this process, for another node to stream.
+    pub fn join_running(&self, repo: &str, path: &str) -> Option<super::flights::FlightReader> {
+        self.flights.join_running(repo, path)
     }
 }
 

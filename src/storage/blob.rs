@@ -2,7 +2,10 @@
 //! object while hashed, and published atomically only after the digest matches
 //! (DESIGN.md invariant 4). Readers see either nothing or the whole verified blob.
 
+#[cfg(test)]
+mod conformance;
 pub mod fs;
+pub mod s3;
 
 use crate::model::{Algorithm, BlobInfo, Digest, Hasher};
 use async_trait::async_trait;
@@ -68,6 +71,23 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Hash a finished resumable upload, verify and publish it.
     async fn commit_upload(&self, upload_id: &str, expected: Option<&Digest>) -> Result<BlobInfo, BlobError>;
     async fn abort_upload(&self, upload_id: &str) -> Result<(), BlobError>;
+    /// Append the last chunk `body` at `offset` and commit: what a client's final PUT does.
+    /// Backends may do it in one pass (S3: a monolithic upload goes straight to its final key).
+    async fn finish_upload(
+        &self,
+        upload_id: &str,
+        offset: u64,
+        body: ByteStream,
+        expected: Option<&Digest>,
+    ) -> Result<BlobInfo, BlobError> {
+        self.append_upload(upload_id, offset, body, None).await?;
+        self.commit_upload(upload_id, expected).await
+    }
+    /// A URL clients may fetch the published blob from directly (a presigned S3 GET), when the
+    /// store is configured to redirect; None: serve the bytes through this process.
+    async fn redirect_url(&self, _sha256: &Digest) -> Result<Option<url::Url>, BlobError> {
+        Ok(None)
+    }
 }
 
 /// Stream `body` into the store and publish it if it matches `expected`.

@@ -2,6 +2,9 @@
 //! resumable upload sessions. Narrow on purpose: formats build their indexes from these queries.
 
 pub mod cached;
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::model::Entry;

@@ -51,13 +51,13 @@ fn virtual_repo(name: &str, members: &[&str]) -> String {
 }
 
 /// A client for long streaming reads (50 × 100 MiB through a debug build takes a while).
-fn streaming_client() -> reqwest::Client {
+pub(crate) fn streaming_client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(600)).build().expect("reqwest client")
 }
 
 /// What one streaming GET saw; the body is hashed, never kept (only its first bytes).
 #[derive(Debug)]
-struct BlobRead {
+pub(crate) struct BlobRead {
     status: StatusCode,
     cache_status: Option<String>,
     len: u64,
@@ -71,7 +71,7 @@ struct BlobRead {
 
 impl BlobRead {
     #[track_caller]
-    fn assert_complete(&self, what: &str, len: usize, digest: &str, cache: &str) {
+    pub(crate) fn assert_complete(&self, what: &str, len: usize, digest: &str, cache: &str) {
         assert_eq!(self.status, StatusCode::OK, "{what}: {self:?}");
         assert!(self.error.is_none(), "{what}: body aborted: {self:?}");
         assert_eq!(self.len, len as u64, "{what}: wrong length");
@@ -84,7 +84,7 @@ impl BlobRead {
 /// GETs `url` and streams the body through SHA-256. Once `signal.0` bytes arrived (0: once
 /// the response headers arrived), one message goes to `signal.1`; after `stop_at` bytes the
 /// response is dropped (the connection is closed mid-body).
-async fn read_blob(
+pub(crate) async fn read_blob(
     http: reqwest::Client,
     url: String,
     range: Option<String>,
@@ -145,7 +145,7 @@ async fn read_blob(
 }
 
 /// Receives `n` signals from readers (bounded); fails early if every reader ended first.
-async fn signals(rx: &mut mpsc::UnboundedReceiver<()>, n: usize, what: &str) {
+pub(crate) async fn signals(rx: &mut mpsc::UnboundedReceiver<()>, n: usize, what: &str) {
     for got in 0..n {
         match tokio::time::timeout(SIGNAL_BOUND, rx.recv()).await {
             Ok(Some(())) => {}

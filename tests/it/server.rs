@@ -71,6 +71,19 @@ pub struct TestServer {
     /// `false`: `serve` without `--config` (the embedded default).
     use_config: bool,
     options: ServerOptions,
+    /// PostgreSQL + Garage under this server (`BINARYREPO_IT_ENGINES=scale`), stopped after it.
+    engines: Option<Box<dyn std::any::Any + Send>>,
+}
+
+type Engines = (binaryrepo::storage::testkit::Postgres, binaryrepo::storage::testkit::Garage);
+
+fn scale_engines() -> Option<Engines> {
+    if std::env::var("BINARYREPO_IT_ENGINES").ok()? != "scale" {
+        return None;
+    }
+    let pg = binaryrepo::storage::testkit::Postgres::start().expect("BINARYREPO_IT_ENGINES=scale needs PostgreSQL");
+    let garage = binaryrepo::storage::testkit::Garage::start().expect("BINARYREPO_IT_ENGINES=scale needs Garage");
+    Some((pg, garage))
 }
 
 impl TestServer {
@@ -81,17 +94,24 @@ impl TestServer {
     }
 
     /// Like [`TestServer::start`], with extra `[server]` keys, environment or TLS.
+    ///
+    /// With `BINARYREPO_IT_ENGINES=scale` in the environment, the server runs on its own throwaway
+    /// PostgreSQL + Garage instead of SQLite + fs (the whole suite against the scale-out engines).
     pub async fn start_with(repos: &str, options: ServerOptions) -> TestServer {
         let port = free_port();
         let extra = &options.server_toml;
+        let engines = scale_engines();
+        let storage = engines.as_ref().map_or(String::new(), |(pg, g)| crate::cluster::storage_toml(pg, g));
         let text = move |dir: &Path| {
             let data = dir.join("data");
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n\n[storage]\npath = \"{}\"\n{repos}",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n\n[storage]\npath = \"{}\"\n{storage}\n{repos}",
                 data.display()
             )
         };
-        TestServer::launch(port, Some(&text as &dyn Fn(&Path) -> String), options.clone()).await
+        let mut server = TestServer::launch(port, Some(&text as &dyn Fn(&Path) -> String), options.clone()).await;
+        server.engines = engines.map(|e| Box::new(e) as Box<dyn std::any::Any + Send>);
+        server
     }
 
     /// Writes `text` verbatim as the config file. The server must end up listening
@@ -115,7 +135,7 @@ impl TestServer {
         }
         let log = dir.path().join("server.log");
         let use_config = text.is_some();
-        let mut server = TestServer { dir, port, config, log, child: None, use_config, options };
+        let mut server = TestServer { dir, port, config, log, child: None, use_config, options, engines: None };
         server.spawn().await;
         server
     }

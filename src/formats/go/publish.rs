@@ -93,7 +93,7 @@ pub async fn publish(target: &Repo, release: Release) -> Result<bool, GoError> {
         }
         None => (None, None),
     };
-    let _guard = target.lock_writes().await;
+    let _guard = target.lock_writes().await?;
     let mut created = false;
     // Overwriting a zip (allow_overwrite) regenerates its documents; otherwise stored ones win.
     let mut replacing = false;

@@ -113,7 +113,7 @@ pub async fn upload_prov(repo: &Repo, req: Request<Body>) -> Result<Response, He
 /// `DELETE api/charts/<name>/<version>`: the chart and its provenance file.
 pub async fn delete(repo: &Repo, name: &ChartName, version: &ChartVersionText) -> Result<Response, HelmError> {
     let target = repo.write_target()?;
-    let _writes = target.lock_writes().await;
+    let _writes = target.lock_writes().await?;
     let removed = target.delete_entry(&paths::chart(name.as_str(), version.as_str())).await?;
     let removed_prov = target.delete_entry(&paths::prov(name.as_str(), version.as_str())).await?;
     if !removed && !removed_prov {
@@ -191,7 +191,7 @@ async fn save_chart(target: &Repo, meta: &Metadata, info: &BlobInfo) -> Result<(
     let path = paths::chart(&meta.name, &meta.version);
     let attrs = serde_json::to_value(meta).map_err(HelmError::internal)?;
     let entry = new_entry(path, info, CHART_TYPE, &meta.name, attrs);
-    let _writes = target.lock_writes().await;
+    let _writes = target.lock_writes().await?;
     if !may_write(target, &entry, &meta.stem()).await? {
         return Ok(());
     }
@@ -207,7 +207,7 @@ async fn save_prov(target: &Repo, name: &ChartName, version: &str, bytes: Bytes)
     let info = target.put_blob(body, None, None).await?;
     let path = paths::prov(name.as_str(), version);
     let entry = new_entry(path, &info, PROV_TYPE, name.as_str(), serde_json::json!({}));
-    let _writes = target.lock_writes().await;
+    let _writes = target.lock_writes().await?;
     if may_write(target, &entry, &format!("{name}-{version}.tgz.prov")).await? {
         target.put_entry(&entry).await?;
     }

@@ -148,7 +148,7 @@ async fn hosted(repo: &Repo) -> Result<Sourced, HelmError> {
     }
     // Writers hold this lock while they write the catalog and call `changed`, so nothing
     // lands between the listing and storing the view.
-    let _writes = repo.lock_writes().await;
+    let _writes = repo.lock_writes().await?;
     if let Some(sourced) = hosted_snapshot(repo) {
         return Ok(sourced);
     }

@@ -167,8 +167,27 @@ pub async fn get_blob(
     if head {
         return response.body(Body::empty()).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()));
     }
+    if let Some(location) = redirect(repo, &found, range).await? {
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, location.as_str())
+            .header(DIGEST_HEADER, digest.to_string())
+            .body(Body::empty())
+            .map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()));
+    }
     let stream = repo.member(&found.repo).open(found, range).await?;
     response.body(Body::from_stream(stream)).map_err(|e| OciError::new(ErrorCode::Unknown, e.to_string()))
+}
+
+/// `storage.blobs.redirect`: a whole stored blob is fetched from the object store directly
+/// (307 to a presigned URL). Ranges and blobs still arriving from an upstream stream through.
+async fn redirect(repo: &Repo, found: &Found, range: Option<(u64, u64)>) -> Result<Option<url::Url>, OciError> {
+    if range.is_some() || matches!(found.source, crate::repo::Source::Streaming(..)) {
+        return Ok(None);
+    }
+    let Ok(sha256) = Digest::from_sha256_hex(&found.entry.blob) else { return Ok(None) };
+    let url = repo.blobs().redirect_url(&sha256).await;
+    url.map_err(|e| OciError::from_repo(e.into(), ErrorCode::BlobUnknown))
 }
 
 fn is_single_byte_range(raw: &str) -> bool {

@@ -218,8 +218,7 @@ pub async fn finish_upload(
     let _claim = target.claim_upload(id)?;
     session(target, name, id).await?;
     let current = target.blobs().upload_size(id).await?;
-    target.blobs().append_upload(id, current, body_stream(req), None).await?;
-    let info = match target.blobs().commit_upload(id, Some(digest)).await {
+    let info = match target.blobs().finish_upload(id, current, body_stream(req), Some(digest)).await {
         Ok(info) => info,
         Err(e @ BlobError::DigestMismatch { .. }) => {
             cancel(target, id).await?;
@@ -281,7 +280,7 @@ pub async fn put_manifest(
     };
     // Under the write lock, a concurrent blob delete cannot remove a blob between the check
     // and the manifest becoming visible.
-    let _writes = target.lock_writes().await;
+    let _writes = target.lock_writes().await?;
     check_references(repo, target, name, &parsed).await?;
     let info = put_bytes(target.blobs(), body.clone(), Some(&digest)).await?;
     let now = unix_now();
@@ -355,7 +354,7 @@ pub async fn delete_manifest(repo: &Repo, name: &str, reference: &Reference) -> 
             }
         }
         Reference::Digest(digest) => {
-            let _writes = target.lock_writes().await;
+            let _writes = target.lock_writes().await?;
             let uses = |m: &manifest::Manifest| m.children.iter().any(|(d, _)| d == digest);
             if let Some(index) = manifest_using(target, &paths::manifests(name), uses).await? {
                 return Err(OciError::new(
@@ -388,7 +387,7 @@ pub async fn delete_manifest(repo: &Repo, name: &str, reference: &Reference) -> 
 /// link is removed. The bytes themselves are left to garbage collection.
 pub async fn delete_blob(repo: &Repo, digest: &Digest) -> Result<Response, OciError> {
     let target = repo.write_target()?;
-    let _writes = target.lock_writes().await;
+    let _writes = target.lock_writes().await?;
     if target.get_local(&paths::blob(digest)).await?.is_none() {
         return Err(OciError::new(ErrorCode::BlobUnknown, format!("blob {digest} is unknown to this repository")));
     }

@@ -1,7 +1,9 @@
 //! A read-through cache of single catalog entries in front of any [`MetaStore`]. Hot paths
 //! (a tag or manifest by path, a blob link) skip the database; every write through this store
 //! updates or drops the cached key, so one process always sees its own writes.
-//! Several processes over one database (scale-out) need cross-node invalidation first.
+//! Several nodes over one PostgreSQL database: every node listens for the others' writes
+//! (`LISTEN binaryrepo_entries`, see `meta/postgres.rs`) and calls [`CachedMetaStore::invalidate`]
+//! or [`CachedMetaStore::clear`]; a notification arrives once the writer's transaction commits.
 
 use super::{MetaError, MetaStore, UploadSession};
 use crate::model::Entry;
@@ -47,6 +49,20 @@ impl CachedMetaStore {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         self.writes.fetch_add(1, Ordering::SeqCst);
         entries.remove(&(repo.to_string(), path.to_string()));
+    }
+}
+
+impl CachedMetaStore {
+    /// Another node wrote (repo, path): drop the key, and keep reads in flight from caching.
+    pub fn invalidate(&self, repo: &str, path: &str) {
+        self.written(repo, path);
+    }
+
+    /// Forget everything (the invalidation channel lost messages).
+    pub fn clear(&self) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
     }
 }
 
