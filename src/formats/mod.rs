@@ -106,8 +106,12 @@ pub async fn dispatch_repo_path(repos: Arc<Repos>, public_url: Option<url::Url>,
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
     let Some(repo) = repos.get(key).cloned().filter(|r| r.format == format) else {
-        let message = format!("no {} repository {key:?}\n", format.as_str());
-        return (StatusCode::NOT_FOUND, message).into_response();
+        let message = format!("no {} repository {key:?}", format.as_str());
+        // Chart repository clients expect ChartMuseum's JSON error body; Go's are plain text.
+        return match format {
+            FormatKind::Helm => helm::error::HelmError::not_found(message).into_response(),
+            _ => (StatusCode::NOT_FOUND, format!("{message}\n")).into_response(),
+        };
     };
     let ctx = Ctx { principal: Principal::Anonymous, prefix: format!("{key}/"), public_url, repos };
     match format {
