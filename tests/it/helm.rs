@@ -295,9 +295,21 @@ async fn public_url_makes_chart_urls_absolute_and_restart_keeps_charts() -> Resu
     assert_eq!(put(&srv, "web-1.0.0.tgz", package("web", "1.0.0")).await?.status, StatusCode::CREATED);
     let index = HelmClient::new(&repo_url(&srv)).index().await?;
     assert_eq!(index.entries["web"][0].urls, ["https://charts.example.com/helm-local/web-1.0.0.tgz"]);
+    let http = reqwest::Client::new();
+    let index_url = format!("{}/index.yaml", repo_url(&srv));
+    let before = send(http.get(&index_url)).await?;
+    let etag = before.header("etag").unwrap().to_string();
+    // `generated` is when the charts last changed (the newest `created`), not render time.
+    let created = index.entries["web"][0].created.clone();
+    assert!(before.text().contains(&format!("generated: \"{created}\"")), "{}", before.text());
     srv.restart().await;
     let index = HelmClient::new(&repo_url(&srv)).index().await?;
     assert_eq!(index.entries["web"][0].version, "1.0.0", "the index is rebuilt from the catalog");
+    let after = send(http.get(&index_url)).await?;
+    assert_eq!(after.header("etag"), Some(etag.as_str()), "nothing changed: same ETag after a restart");
+    assert_eq!(after.body, before.body, "and the same document");
+    let r = send(http.get(&index_url).header("if-none-match", &etag)).await?;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     Ok(())
 }
 
