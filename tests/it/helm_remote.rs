@@ -429,3 +429,30 @@ async fn remote_checks_archives_the_index_gives_no_digest_for() -> Result<()> {
     assert_eq!(elsewhere.hits("GET", "/far-1.0.0.tgz"), 3);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upstream_index_is_served_stale_with_cache_status() -> Result<()> {
+    let up = ChartServer::start(Validator::ETag).await;
+    let app = package("app", "1.0.0");
+    up.put("/app-1.0.0.tgz", app.clone());
+    up.put("/index.yaml", upstream_index(&[("app", "1.0.0", "app-1.0.0.tgz".into(), &app)]));
+    let srv = TestServer::start(&helm_trio(&up.url(""), "")).await;
+    let helm = HelmClient::new(&format!("{}/helm-remote", srv.base_url()));
+    assert_eq!(helm.index().await?.entries.keys().collect::<Vec<_>>(), ["app"]);
+    // The upstream's index grows past the 128 MiB limit: refused, the cached one served stale.
+    let mut huge = upstream_index(&[("app", "1.0.0", "app-1.0.0.tgz".into(), &app)]).into_bytes();
+    huge.resize(129 << 20, b'\n');
+    up.put("/index.yaml", huge);
+    for repo in ["helm-remote", "helm"] {
+        let http = reqwest::Client::new();
+        for head in [false, true] {
+            let url = format!("{}/{repo}/index.yaml", srv.base_url());
+            let r = send(if head { http.head(&url) } else { http.get(&url) }).await?;
+            assert_eq!(r.status, StatusCode::OK, "{repo}");
+            let cache = r.header("cache-status").unwrap_or_default().to_string();
+            assert!(cache.contains("stale") && cache.contains("exceeds"), "{repo} head={head}: {cache:?}");
+        }
+    }
+    assert_eq!(helm.pull("app", "1.0.0").await?, app);
+    Ok(())
+}

@@ -315,9 +315,14 @@ async fn merged(repo: &Repo, members: &[Arc<Repo>]) -> Result<Sourced, HelmError
     let mut views = Vec::new();
     let mut keys = Vec::new();
     let mut failure = None;
+    // A member's index served stale makes the merged one stale too: say so.
+    let mut stale = None;
     for member in members {
         match Box::pin(view(member)).await {
             Ok(sourced) => {
+                if let (None, Some(CacheStatus::Stale(why))) = (&stale, &sourced.cache) {
+                    stale = Some(CacheStatus::Stale(format!("member {}: {why}", member.name)));
+                }
                 keys.push(sourced.key);
                 views.push(sourced.view);
             }
@@ -342,7 +347,7 @@ async fn merged(repo: &Repo, members: &[Arc<Repo>]) -> Result<Sourced, HelmError
             view
         }
     };
-    Ok(Sourced { view, key, cache: None })
+    Ok(Sourced { view, key, cache: stale })
 }
 
 #[cfg(test)]
