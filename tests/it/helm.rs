@@ -196,6 +196,14 @@ async fn bad_uploads_are_clear_400s_and_change_nothing() -> Result<()> {
         .await?;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert!(r.text().contains("signs other-1.0.0"), "{}", r.text());
+    let (ct, mut body) = multipart(Some(("signed-1.0.0.tgz", &chart)), None);
+    let second = multipart(Some(("signed-1.0.0.tgz", &chart)), None).1;
+    body.truncate(body.len() - "--binaryrepo-test-boundary-7MA4YWxkTrZu0gW--\r\n".len());
+    body.extend_from_slice(&second);
+    let r = send(http.post(format!("{}/api/helm-local/charts", srv.base_url())).header("content-type", ct).body(body))
+        .await?;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("more than one \\\"chart\\\" field"), "{}", r.text());
     let (ct, body) = multipart(None, None);
     let r = send(http.post(format!("{}/api/helm-local/charts", srv.base_url())).header("content-type", ct).body(body))
         .await?;
@@ -205,7 +213,14 @@ async fn bad_uploads_are_clear_400s_and_change_nothing() -> Result<()> {
     let r = send(http.post(format!("{}/api/helm-local/charts/x", srv.base_url()))).await?;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
     // Unknown repositories and API paths answer ChartMuseum's JSON error body.
-    for path in ["api/no-such-repo/charts", "api/helm-local/nope", "api/helm-local/charts/a/1.0.0/x/y"] {
+    for path in [
+        "api/no-such-repo/charts",
+        "api/helm-local/nope",
+        "api/helm-local/charts/a/1.0.0/x/y",
+        "no-such-repo/index.yaml",
+        "no-such-repo/app-1.0.0.tgz",
+        "helm-local/README.md",
+    ] {
         let r = send(http.get(format!("{}/{path}", srv.base_url()))).await?;
         assert!(r.status.is_client_error(), "{path}: {}", r.status);
         assert_eq!(r.header("content-type"), Some("application/json"), "{path}");

@@ -99,6 +99,7 @@ pub fn metadata_from(reader: impl Read) -> Result<Metadata, ChartError> {
         let raw = entry.path_bytes();
         let path = String::from_utf8_lossy(&raw).into_owned();
         let parts = entry_parts(&path)?;
+        let path = parts.join("/");
         let dir = parts[0];
         match &top {
             None => top = Some(dir.to_string()),
@@ -154,10 +155,9 @@ fn entry_parts(path: &str) -> Result<Vec<&str>, ChartError> {
     if path.starts_with('/') || path.starts_with('\\') || path.as_bytes().get(1) == Some(&b':') {
         return invalid("has an absolute path");
     }
-    if path.contains('\\') {
-        return invalid("contains a backslash");
-    }
-    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    // Archives made on Windows may separate with `\`; Helm's loader then splits on that.
+    let separator = if path.contains('\\') { '\\' } else { '/' };
+    let parts: Vec<&str> = path.trim_end_matches(separator).split(separator).collect();
     if parts.contains(&"..") {
         return invalid("refers to a parent directory (..)");
     }
@@ -322,6 +322,8 @@ mod tests {
             let err = refusal(raw_tgz(&entries));
             assert!(err.contains(want), "{err} should contain {want}");
         }
+        let err = refusal(raw_tgz(&[("demo\\Chart.yaml", Regular, chart), ("demo\\..\\x", Regular, b"x")]));
+        assert!(err.contains("parent directory"), "{err}");
         let big = format!("{CHART}description: {}\n", "x".repeat(1024 * 1024));
         let err = refusal(tgz(&[("demo/Chart.yaml", &big)]));
         assert!(err.contains("too large"), "{err}");
@@ -350,6 +352,14 @@ mod tests {
         let chunks: Vec<std::io::Result<Bytes>> =
             bytes.chunks(64 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
         Box::pin(futures::stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn accepts_windows_separators_as_helm_does() {
+        use tar::EntryType::Regular;
+        let archive =
+            raw_tgz(&[("demo\\Chart.yaml", Regular, CHART.as_bytes()), ("demo\\values.yaml", Regular, b"a: 1")]);
+        assert_eq!(read_metadata(stream(archive)).await.unwrap().stem(), "demo-0.1.0");
     }
 
     #[tokio::test]

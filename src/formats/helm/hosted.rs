@@ -190,6 +190,15 @@ async fn read_multipart(target: &Repo, req: Request<Body>) -> Result<(Option<Blo
     let mut multipart = extracted.map_err(bad_request)?;
     let (mut chart, mut prov) = (None, None);
     while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
+        let seen = match field.name() {
+            Some("chart") => chart.is_some(),
+            Some("prov") => prov.is_some(),
+            _ => false,
+        };
+        if seen {
+            let name = field.name().unwrap_or_default();
+            return Err(HelmError::bad_request(format!("the form has more than one {name:?} field")));
+        }
         match field.name() {
             Some("chart") => {
                 let mut writer = target.blobs().create(&uuid::Uuid::new_v4().to_string(), Algorithm::Sha256).await?;
@@ -211,11 +220,14 @@ async fn read_multipart(target: &Repo, req: Request<Body>) -> Result<(Option<Blo
                 chart = Some(writer.commit(None).await?);
             }
             Some("prov") => {
-                let bytes = field.bytes().await.map_err(bad)?;
-                if bytes.len() > MAX_PROV {
-                    return Err(HelmError::new(413, format!("the provenance file exceeds {MAX_PROV} bytes")));
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                    if bytes.len() + chunk.len() > MAX_PROV {
+                        return Err(HelmError::new(413, format!("the provenance file exceeds {MAX_PROV} bytes")));
+                    }
+                    bytes.extend_from_slice(&chunk);
                 }
-                prov = Some(bytes);
+                prov = Some(Bytes::from(bytes));
             }
             _ => {}
         }
