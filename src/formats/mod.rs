@@ -103,11 +103,20 @@ pub fn fill_cache_status(mut response: Response, detail: &str) -> Response {
 pub async fn dispatch_repo_path(repos: Arc<Repos>, public_url: Option<url::Url>, req: Request<Body>) -> Response {
     let path = req.uri().path().to_string();
     let Some((format, key, inner)) = split_repo_path(&repos, &path) else {
+        // No repository by that key: a chart repository path gets ChartMuseum's JSON error.
+        if [".tgz", ".tgz.prov", "/index.yaml"].iter().any(|end| path.ends_with(end)) {
+            let key = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+            return helm::error::HelmError::not_found(format!("no helm repository {key:?}")).into_response();
+        }
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
     let Some(repo) = repos.get(key).cloned().filter(|r| r.format == format) else {
-        let message = format!("no {} repository {key:?}\n", format.as_str());
-        return (StatusCode::NOT_FOUND, message).into_response();
+        let message = format!("no {} repository {key:?}", format.as_str());
+        // Chart repository clients expect ChartMuseum's JSON error body; Go's are plain text.
+        return match format {
+            FormatKind::Helm => helm::error::HelmError::not_found(message).into_response(),
+            _ => (StatusCode::NOT_FOUND, format!("{message}\n")).into_response(),
+        };
     };
     let ctx = Ctx { principal: Principal::Anonymous, prefix: format!("{key}/"), public_url, repos };
     match format {

@@ -47,7 +47,7 @@ impl Refresh {
     pub async fn run(self) -> Refreshed {
         let Some(cached) = self.cached.clone() else {
             return match self.fetch().await {
-                Ok(entry) => Refreshed::Found(Box::new(entry), CacheStatus::Miss { collapsed: false }),
+                Ok(entry) => Refreshed::Found(Box::new(entry), CacheStatus::Miss { collapsed: false, stored: true }),
                 Err(RepoError::NotFound) => {
                     self.misses.remember(&self.path);
                     Refreshed::Missing
@@ -66,7 +66,7 @@ impl Refresh {
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(entry) => Refreshed::Found(Box::new(entry), CacheStatus::Miss { collapsed: false }),
+            Ok(entry) => Refreshed::Found(Box::new(entry), CacheStatus::Miss { collapsed: false, stored: true }),
             Err(RepoError::NotFound) => Refreshed::Found(Box::new(cached), CacheStatus::Stale("gone upstream".into())),
             Err(e) => {
                 tracing::warn!(repo = %self.repo, path = %self.path, "upstream check failed, serving cached copy: {e}");

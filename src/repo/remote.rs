@@ -26,9 +26,12 @@ pub enum Freshness {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheStatus {
     Hit,
-    /// Fetched from the upstream now; `collapsed` when it joined another request's fetch.
+    /// Fetched from the upstream now; `collapsed` when it joined another request's fetch;
+    /// `stored` when the copy was verified and cached before the answer started (documents),
+    /// false while a blob is still streaming through (its checks are still to come).
     Miss {
         collapsed: bool,
+        stored: bool,
     },
     /// Checked against the upstream and unchanged.
     Revalidated,
@@ -40,12 +43,26 @@ impl CacheStatus {
     pub fn header_value(&self) -> String {
         match self {
             CacheStatus::Hit => "binaryrepo; hit".into(),
-            CacheStatus::Miss { collapsed: false } => "binaryrepo; fwd=uri-miss; stored".into(),
-            CacheStatus::Miss { collapsed: true } => "binaryrepo; fwd=uri-miss; collapsed".into(),
+            CacheStatus::Miss { collapsed: false, stored: true } => "binaryrepo; fwd=uri-miss; stored".into(),
+            CacheStatus::Miss { collapsed: false, stored: false } => "binaryrepo; fwd=uri-miss".into(),
+            CacheStatus::Miss { collapsed: true, .. } => "binaryrepo; fwd=uri-miss; collapsed".into(),
             CacheStatus::Revalidated => "binaryrepo; fwd=stale; fwd-status=200; detail=revalidated".into(),
-            CacheStatus::Stale(why) => format!("binaryrepo; hit; detail=\"stale: {}\"", why.replace(['"', '\\'], "'")),
+            CacheStatus::Stale(why) => format!("binaryrepo; hit; detail=\"stale: {}\"", header_safe(why)),
         }
     }
+}
+
+/// `text` fit for a quoted header parameter: no quotes, backslashes or control characters
+/// (an upstream's message may span lines; a header value that cannot be built would lose the
+/// whole `Cache-Status`).
+fn header_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
 }
 
 /// Checks a fetched document's body against its Content-Type; `Err` says why it is invalid.
@@ -230,7 +247,7 @@ impl Remote {
         };
         match outcome {
             Refreshed::Found(entry, CacheStatus::Miss { .. }) => {
-                Ok(Some(found(repo, *entry, CacheStatus::Miss { collapsed })))
+                Ok(Some(found(repo, *entry, CacheStatus::Miss { collapsed, stored: true })))
             }
             Refreshed::Found(entry, status) => Ok(Some(found(repo, *entry, status))),
             Refreshed::Missing => Ok(None),
@@ -271,7 +288,8 @@ impl Remote {
             attrs: serde_json::json!({}),
             ..Default::default()
         };
-        let status = CacheStatus::Miss { collapsed: reader.collapsed };
+        // Not `stored` yet: the body is still arriving, and is checked once complete.
+        let status = CacheStatus::Miss { collapsed: reader.collapsed, stored: false };
         Ok(Some(Found { entry, repo: repo.name.clone(), source: Source::Streaming(reader, status) }))
     }
 }
@@ -285,4 +303,26 @@ impl Remote {
 
 fn found(repo: &Repo, entry: Entry, status: CacheStatus) -> Found {
     Found { entry, repo: repo.name.clone(), source: Source::Cached(status) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_status_values_are_valid_headers() {
+        let stale = CacheStatus::Stale("upstream document exceeds 10 bytes:\r\n\"x\"\tline".into());
+        for status in [
+            stale,
+            CacheStatus::Hit,
+            CacheStatus::Revalidated,
+            CacheStatus::Miss { collapsed: false, stored: true },
+            CacheStatus::Miss { collapsed: false, stored: false },
+            CacheStatus::Miss { collapsed: true, stored: false },
+        ] {
+            let value = status.header_value();
+            assert!(axum::http::HeaderValue::from_str(&value).is_ok(), "{value:?}");
+        }
+        assert_eq!(CacheStatus::Miss { collapsed: false, stored: false }.header_value(), "binaryrepo; fwd=uri-miss");
+    }
 }

@@ -167,6 +167,16 @@ async fn bad_uploads_are_clear_400s_and_change_nothing() -> Result<()> {
             "apiVersion",
         ),
         ("moved-1.0.0.tgz", package_with("elsewhere", &chart_yaml("moved", "1.0.0"), ""), "directory"),
+        (
+            "two-1.0.0.tgz",
+            tgz(&[("two/Chart.yaml", &chart_yaml("two", "1.0.0")), ("other/values.yaml", "a: 1\n")]),
+            "outside the chart's top-level directory",
+        ),
+        (
+            "dup-1.0.0.tgz",
+            tgz(&[("dup/Chart.yaml", &chart_yaml("dup", "1.0.0")), ("dup/Chart.yaml", &chart_yaml("dup", "1.0.0"))]),
+            "more than one",
+        ),
         ("other-1.0.0.tgz", package("real", "1.0.0"), "upload path names other-1.0.0"),
         ("real-2.0.0.tgz", package("real", "1.0.0"), "upload path names real-2.0.0"),
     ];
@@ -186,6 +196,14 @@ async fn bad_uploads_are_clear_400s_and_change_nothing() -> Result<()> {
         .await?;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert!(r.text().contains("signs other-1.0.0"), "{}", r.text());
+    let (ct, mut body) = multipart(Some(("signed-1.0.0.tgz", &chart)), None);
+    let second = multipart(Some(("signed-1.0.0.tgz", &chart)), None).1;
+    body.truncate(body.len() - "--binaryrepo-test-boundary-7MA4YWxkTrZu0gW--\r\n".len());
+    body.extend_from_slice(&second);
+    let r = send(http.post(format!("{}/api/helm-local/charts", srv.base_url())).header("content-type", ct).body(body))
+        .await?;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("more than one \\\"chart\\\" field"), "{}", r.text());
     let (ct, body) = multipart(None, None);
     let r = send(http.post(format!("{}/api/helm-local/charts", srv.base_url())).header("content-type", ct).body(body))
         .await?;
@@ -194,8 +212,23 @@ async fn bad_uploads_are_clear_400s_and_change_nothing() -> Result<()> {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     let r = send(http.post(format!("{}/api/helm-local/charts/x", srv.base_url()))).await?;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
+    // Unknown repositories and API paths answer ChartMuseum's JSON error body.
+    for path in [
+        "api/no-such-repo/charts",
+        "api/helm-local/nope",
+        "api/helm-local/charts/a/1.0.0/x/y",
+        "no-such-repo/index.yaml",
+        "no-such-repo/app-1.0.0.tgz",
+        "helm-local/README.md",
+    ] {
+        let r = send(http.get(format!("{}/{path}", srv.base_url()))).await?;
+        assert!(r.status.is_client_error(), "{path}: {}", r.status);
+        assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
+        assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {}", r.text());
+    }
     let r = send(http.get(format!("{}/api/no-such-repo/charts", srv.base_url()))).await?;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.json()["error"].as_str().unwrap().contains("no-such-repo"), "{}", r.text());
 
     let index = HelmClient::new(&repo_url(&srv)).index().await?;
     assert!(index.entries.is_empty(), "{:?}", index.entries.keys());
@@ -277,8 +310,74 @@ async fn public_url_makes_chart_urls_absolute_and_restart_keeps_charts() -> Resu
     assert_eq!(put(&srv, "web-1.0.0.tgz", package("web", "1.0.0")).await?.status, StatusCode::CREATED);
     let index = HelmClient::new(&repo_url(&srv)).index().await?;
     assert_eq!(index.entries["web"][0].urls, ["https://charts.example.com/helm-local/web-1.0.0.tgz"]);
+    let http = reqwest::Client::new();
+    let index_url = format!("{}/index.yaml", repo_url(&srv));
+    let before = send(http.get(&index_url)).await?;
+    let etag = before.header("etag").unwrap().to_string();
+    // `generated` is when the charts last changed (the newest `created`), not render time.
+    let created = index.entries["web"][0].created.clone();
+    assert!(before.text().contains(&format!("generated: \"{created}\"")), "{}", before.text());
     srv.restart().await;
     let index = HelmClient::new(&repo_url(&srv)).index().await?;
     assert_eq!(index.entries["web"][0].version, "1.0.0", "the index is rebuilt from the catalog");
+    let after = send(http.get(&index_url)).await?;
+    assert_eq!(after.header("etag"), Some(etag.as_str()), "nothing changed: same ETag after a restart");
+    assert_eq!(after.body, before.body, "and the same document");
+    let r = send(http.get(&index_url).header("if-none-match", &etag)).await?;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    Ok(())
+}
+
+/// Incompressible text, so an archive of it is about as large as its contents.
+fn noise(len: usize) -> String {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_take_charts_past_axums_default_limit() -> Result<()> {
+    let srv = TestServer::start(&helm_repos("")).await;
+    let http = reqwest::Client::new();
+    let api = format!("{}/api/helm-local", srv.base_url());
+    // A chart of about 4 MiB (axum's default body limit is 2 MiB), with its provenance file.
+    let big = tgz(&[("big/Chart.yaml", &chart_yaml("big", "1.0.0")), ("big/files/blob.txt", &noise(5 << 20))]);
+    assert!(big.len() > 3 << 20, "{}", big.len());
+    let signature = prov("big", "1.0.0", &big);
+    let (ct, body) = multipart(Some(("big-1.0.0.tgz", &big)), Some(("big-1.0.0.tgz.prov", &signature)));
+    let r = send(http.post(format!("{api}/charts")).header("content-type", ct).body(body)).await?;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let helm = HelmClient::new(&repo_url(&srv));
+    assert_eq!(helm.pull("big", "1.0.0").await?, big);
+
+    // A provenance file alone, multipart, past 2 MiB of form (padding fields are ignored).
+    let other = package("small", "1.0.0");
+    let (ct, mut body) = multipart(None, Some(("small-1.0.0.tgz.prov", &prov("small", "1.0.0", &other))));
+    let padding = format!(
+        "--binaryrepo-test-boundary-7MA4YWxkTrZu0gW\r\nContent-Disposition: form-data; name=\"padding\"\r\n\r\n{}\r\n",
+        "p".repeat(3 << 20)
+    );
+    body.splice(0..0, padding.into_bytes());
+    let r = send(http.post(format!("{api}/prov")).header("content-type", ct).body(body)).await?;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = send(http.get(format!("{}/small-1.0.0.tgz.prov", repo_url(&srv)))).await?;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Past the real limit: 413 with a JSON message that says what the limit is.
+    let huge = vec![0u8; (64 << 20) + (2 << 20)];
+    let (ct, body) = multipart(Some(("huge-1.0.0.tgz", &huge)), None);
+    let r = send(http.post(format!("{api}/charts")).header("content-type", ct).body(body)).await?;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.json()["error"].as_str().unwrap().contains("exceeds"), "{}", r.text());
+    let r = send(http.post(format!("{api}/prov")).body(vec![b'x'; 2 << 20])).await?;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("exceeds"), "{}", r.text());
     Ok(())
 }

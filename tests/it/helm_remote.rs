@@ -144,6 +144,12 @@ async fn remote_rejects_archives_that_do_not_match_the_index_digest() -> Result<
     let srv = TestServer::start(&helm_trio(&up.url(""), "")).await;
     let helm = HelmClient::new(&format!("{}/helm-remote", srv.base_url()));
     let url = format!("{}/helm-remote/app-1.0.0.tgz", srv.base_url());
+    // Small enough to verify before answering: a clear 502, never `stored`.
+    let r = send(helm.http.get(&url)).await?;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap_or_default().contains("verification"), "{}", r.text());
+    let cache = r.header("cache-status").unwrap_or_default().to_string();
+    assert!(!cache.is_empty() && !cache.contains("stored"), "{cache:?}");
     for attempt in 1..=2 {
         let outcome = match helm.http.get(&url).send().await {
             Ok(r) if r.status() == StatusCode::OK => r.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string()),
@@ -155,6 +161,9 @@ async fn remote_rejects_archives_that_do_not_match_the_index_digest() -> Result<
     assert!(helm.pull("app", "1.0.0").await.is_err());
     // Once the upstream serves the listed archive, that is what arrives: nothing bad was cached.
     up.put("/app-1.0.0.tgz", listed.clone());
+    let r = send(helm.http.get(&url)).await?;
+    assert_eq!((r.status, r.body.to_vec()), (StatusCode::OK, listed.clone()));
+    assert_eq!(r.header("cache-status"), Some("binaryrepo; fwd=uri-miss; stored"), "verified, then answered");
     assert_eq!(helm.pull("app", "1.0.0").await?, listed);
     assert!(up.hits("GET", "/app-1.0.0.tgz") >= 2);
     Ok(())
@@ -243,6 +252,15 @@ async fn virtual_merges_indexes_first_member_wins_and_uploads_to_deploy_target()
     assert_eq!(r.status, StatusCode::CREATED);
     let versions: Vec<String> = virt.index().await?.entries["shared"].iter().map(|v| v.version.clone()).collect();
     assert_eq!(versions, ["1.1.0", "1.0.0"]);
+
+    // Deletes through the virtual repository reach deploy_to only: a remote's chart is a 405.
+    let r = send(http.delete(format!("{}/api/helm/charts/remote-only/0.5.0", srv.base_url()))).await?;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
+    let message = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("deploy_to") && message.contains("helm-local"), "{message}");
+    assert_eq!(virt.pull("remote-only", "0.5.0").await?, only_up);
+    let r = send(http.delete(format!("{}/api/helm/charts/shared/1.1.0", srv.base_url()))).await?;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     Ok(())
 }
 
@@ -326,5 +344,115 @@ async fn virtual_serves_its_other_members_when_a_remote_is_unreachable() -> Resu
     let r = send(http.get(format!("{}/helm-remote/index.yaml", srv.base_url()))).await?;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert!(r.json()["error"].as_str().unwrap_or_default().contains("unreachable"), "{}", r.text());
+    // Every read answer of a remote or virtual repository says what the cache did, errors too
+    // (also those refused before serving: a malformed file name, an unknown API path).
+    for path in [
+        "helm-remote/index.yaml",
+        "helm-remote/app-1.0.0.tgz",
+        "helm/nope-1.0.0.tgz",
+        "helm/nope.tgz",
+        "helm/README.md",
+        "api/helm/charts/nope",
+        "api/helm-remote/charts",
+        "api/helm/nope",
+    ] {
+        let r = send(http.get(format!("{}/{path}", srv.base_url()))).await?;
+        assert!(!r.status.is_success(), "{path}: {}", r.status);
+        assert!(r.header("cache-status").is_some_and(|v| v.starts_with("binaryrepo")), "{path}: {:?}", r.headers);
+        assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
+    }
+    let r = send(http.get(format!("{}/helm/index.yaml", srv.base_url()))).await?;
+    assert!(r.header("cache-status").is_some(), "{:?}", r.headers);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_follows_an_upstream_that_republishes_a_version_with_other_bytes() -> Result<()> {
+    let up = ChartServer::start(Validator::ETag).await;
+    let first = package("app", "1.0.0");
+    let second = package_with("app", &chart_yaml("app", "1.0.0"), "republished");
+    up.put("/app-1.0.0.tgz", first.clone());
+    up.put("/app-1.0.0.tgz.prov", crate::helm_fixtures::prov("app", "1.0.0", &first));
+    up.put("/index.yaml", upstream_index(&[("app", "1.0.0", "app-1.0.0.tgz".into(), &first)]));
+    let srv = TestServer::start(&helm_trio(&up.url(""), "")).await;
+    for repo in ["helm-remote", "helm"] {
+        let helm = HelmClient::new(&format!("{}/{repo}", srv.base_url()));
+        assert_eq!(helm.pull("app", "1.0.0").await?, first, "{repo}");
+    }
+    let prov_url = format!("{}/helm-remote/app-1.0.0.tgz.prov", srv.base_url());
+    assert!(send(reqwest::Client::new().get(&prov_url)).await?.text().contains(&sha256_hex(&first)));
+
+    // Same name and version, other bytes, new digest in the index.
+    up.put("/app-1.0.0.tgz", second.clone());
+    up.put("/app-1.0.0.tgz.prov", crate::helm_fixtures::prov("app", "1.0.0", &second));
+    up.put("/index.yaml", upstream_index(&[("app", "1.0.0", "app-1.0.0.tgz".into(), &second)]));
+    for repo in ["helm-remote", "helm"] {
+        let helm = HelmClient::new(&format!("{}/{repo}", srv.base_url()));
+        let index = helm.index().await?;
+        assert_eq!(index.entries["app"][0].digest.as_deref(), Some(sha256_hex(&second).as_str()), "{repo}");
+        // `pull` checks the bytes against the index's digest, as Helm does.
+        assert_eq!(helm.pull("app", "1.0.0").await?, second, "{repo}: the index and the bytes agree");
+    }
+    assert_eq!(up.hits("GET", "/app-1.0.0.tgz"), 2, "fetched once per published archive");
+    let r = send(reqwest::Client::new().get(&prov_url)).await?;
+    assert!(r.text().contains(&sha256_hex(&second)), "the provenance file of the new archive: {}", r.text());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_checks_archives_the_index_gives_no_digest_for() -> Result<()> {
+    let up = ChartServer::start(Validator::ETag).await;
+    let elsewhere = ChartServer::start(Validator::ETag).await;
+    let real = package("far", "1.0.0");
+    elsewhere.put("/far-1.0.0.tgz", b"<html>not a chart</html>".to_vec());
+    let index = upstream_index(&[("far", "1.0.0", elsewhere.url("/far-1.0.0.tgz"), &real)])
+        .replace(&format!("    digest: {}\n", sha256_hex(&real)), "");
+    assert!(!index.contains("digest"), "{index}");
+    up.put("/index.yaml", index);
+    let srv = TestServer::start(&helm_trio(&up.url(""), "")).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/helm-remote/far-1.0.0.tgz", srv.base_url());
+    let r = send(http.get(&url)).await?;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap_or_default().contains("gzip"), "{}", r.text());
+    // Another chart's archive is refused too.
+    elsewhere.put("/far-1.0.0.tgz", package("near", "1.0.0"));
+    let r = send(http.get(&url)).await?;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap_or_default().contains("not far-1.0.0"), "{}", r.text());
+    // Nothing bad was cached: the real archive arrives once it is there.
+    elsewhere.put("/far-1.0.0.tgz", real.clone());
+    let r = send(http.get(&url)).await?;
+    assert_eq!((r.status, r.body.to_vec()), (StatusCode::OK, real.clone()));
+    let r = send(http.get(&url)).await?;
+    assert_eq!((r.status, r.header("cache-status")), (StatusCode::OK, Some("binaryrepo; hit")));
+    assert_eq!(elsewhere.hits("GET", "/far-1.0.0.tgz"), 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upstream_index_is_served_stale_with_cache_status() -> Result<()> {
+    let up = ChartServer::start(Validator::ETag).await;
+    let app = package("app", "1.0.0");
+    up.put("/app-1.0.0.tgz", app.clone());
+    up.put("/index.yaml", upstream_index(&[("app", "1.0.0", "app-1.0.0.tgz".into(), &app)]));
+    let srv = TestServer::start(&helm_trio(&up.url(""), "")).await;
+    let helm = HelmClient::new(&format!("{}/helm-remote", srv.base_url()));
+    assert_eq!(helm.index().await?.entries.keys().collect::<Vec<_>>(), ["app"]);
+    // The upstream's index grows past the 128 MiB limit: refused, the cached one served stale.
+    let mut huge = upstream_index(&[("app", "1.0.0", "app-1.0.0.tgz".into(), &app)]).into_bytes();
+    huge.resize(129 << 20, b'\n');
+    up.put("/index.yaml", huge);
+    for repo in ["helm-remote", "helm"] {
+        let http = reqwest::Client::new();
+        for head in [false, true] {
+            let url = format!("{}/{repo}/index.yaml", srv.base_url());
+            let r = send(if head { http.head(&url) } else { http.get(&url) }).await?;
+            assert_eq!(r.status, StatusCode::OK, "{repo}");
+            let cache = r.header("cache-status").unwrap_or_default().to_string();
+            assert!(cache.contains("stale") && cache.contains("exceeds"), "{repo} head={head}: {cache:?}");
+        }
+    }
+    assert_eq!(helm.pull("app", "1.0.0").await?, app);
     Ok(())
 }

@@ -11,6 +11,8 @@ use std::str::FromStr;
 pub enum ChartError {
     #[error("the upload is not a gzip-compressed tar archive: {0}")]
     NotGzipTar(String),
+    #[error("the chart archive is invalid: {0}")]
+    InvalidArchive(String),
     #[error("the archive has no Chart.yaml at <name>/Chart.yaml")]
     MissingChartYaml,
     #[error("Chart.yaml is invalid: {0}")]

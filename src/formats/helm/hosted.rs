@@ -16,15 +16,18 @@ use crate::model::{unix_now, Algorithm, BlobInfo, Entry};
 use crate::repo::Repo;
 use crate::storage::ByteStream;
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart};
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::TryStreamExt;
+use tower::{ServiceBuilder, ServiceExt};
 
 /// ChartMuseum's default upload limit is 20 MiB; charts are far smaller.
 pub const MAX_CHART: u64 = 64 * 1024 * 1024;
 const MAX_PROV: usize = 1024 * 1024;
+/// A multipart upload: a maximal chart, a maximal provenance file and the form's overhead.
+pub const MAX_MULTIPART: u64 = MAX_CHART + MAX_PROV as u64 + 64 * 1024;
 const CHART_TYPE: &str = "application/gzip";
 const PROV_TYPE: &str = "application/pgp-signature";
 
@@ -38,6 +41,13 @@ fn body_stream(req: Request<Body>) -> ByteStream {
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+}
+
+fn too_large() -> HelmError {
+    HelmError::new(
+        413,
+        format!("the multipart upload exceeds {MAX_MULTIPART} bytes (a chart may have up to {MAX_CHART}, a provenance file up to {MAX_PROV})"),
+    )
 }
 
 fn saved() -> Response {
@@ -117,6 +127,18 @@ pub async fn delete(repo: &Repo, name: &ChartName, version: &ChartVersionText) -
     let removed = target.delete_entry(&paths::chart(name.as_str(), version.as_str())).await?;
     let removed_prov = target.delete_entry(&paths::prov(name.as_str(), version.as_str())).await?;
     if !removed && !removed_prov {
+        if repo.is_virtual() {
+            // The chart may come from another member (a remote, another hosted repository):
+            // deletes only reach the deploy_to repository.
+            return Err(HelmError::new(
+                405,
+                format!(
+                    "chart {name} {version} is not in {}, the deploy_to repository of virtual repository {}; \
+                     only charts uploaded there can be deleted through it",
+                    target.name, repo.name
+                ),
+            ));
+        }
         return Err(HelmError::not_found(format!("chart {name} {version} not found")));
     }
     views::changed(target, |view| view.without(name.as_str(), version.as_str()));
@@ -141,18 +163,42 @@ fn prov_of(bytes: &[u8]) -> Result<(ChartName, String), ChartError> {
 }
 
 async fn read_small(req: Request<Body>) -> Result<Bytes, HelmError> {
-    axum::body::to_bytes(req.into_body(), MAX_PROV)
-        .await
-        .map_err(|e| HelmError::bad_request(format!("cannot read the provenance file (limit {MAX_PROV} bytes): {e}")))
+    axum::body::to_bytes(req.into_body(), MAX_PROV).await.map_err(|e| {
+        match std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            true => HelmError::new(413, format!("the provenance file exceeds {MAX_PROV} bytes")),
+            false => HelmError::bad_request(format!("cannot read the provenance file: {e}")),
+        }
+    })
 }
 
 /// The `chart` field streamed into the blob store, the `prov` field in memory.
 async fn read_multipart(target: &Repo, req: Request<Body>) -> Result<(Option<BlobInfo>, Option<Bytes>), HelmError> {
-    let bad = |e: axum::extract::multipart::MultipartError| HelmError::bad_request(format!("bad multipart body: {e}"));
-    let bad_request = |e: axum::extract::multipart::MultipartRejection| HelmError::bad_request(e.body_text());
-    let mut multipart = Multipart::from_request(req, &()).await.map_err(bad_request)?;
+    let bad = |e: axum::extract::multipart::MultipartError| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        _ => HelmError::bad_request(format!("bad multipart body: {}", e.body_text())),
+    };
+    let bad_request = |e: axum::extract::multipart::MultipartRejection| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        _ => HelmError::bad_request(e.body_text()),
+    };
+    // axum's default limit (2 MiB) is far below a chart's: allow a maximal chart and
+    // provenance file plus the form's own overhead, as a raw upload would.
+    let service = ServiceBuilder::new().layer(DefaultBodyLimit::max(MAX_MULTIPART as usize)).service_fn(
+        |req: Request<Body>| async move { Ok::<_, std::convert::Infallible>(Multipart::from_request(req, &()).await) },
+    );
+    let Ok(extracted) = service.oneshot(req).await;
+    let mut multipart = extracted.map_err(bad_request)?;
     let (mut chart, mut prov) = (None, None);
     while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
+        let seen = match field.name() {
+            Some("chart") => chart.is_some(),
+            Some("prov") => prov.is_some(),
+            _ => false,
+        };
+        if seen {
+            let name = field.name().unwrap_or_default();
+            return Err(HelmError::bad_request(format!("the form has more than one {name:?} field")));
+        }
         match field.name() {
             Some("chart") => {
                 let mut writer = target.blobs().create(&uuid::Uuid::new_v4().to_string(), Algorithm::Sha256).await?;
@@ -174,11 +220,14 @@ async fn read_multipart(target: &Repo, req: Request<Body>) -> Result<(Option<Blo
                 chart = Some(writer.commit(None).await?);
             }
             Some("prov") => {
-                let bytes = field.bytes().await.map_err(bad)?;
-                if bytes.len() > MAX_PROV {
-                    return Err(HelmError::new(413, format!("the provenance file exceeds {MAX_PROV} bytes")));
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                    if bytes.len() + chunk.len() > MAX_PROV {
+                        return Err(HelmError::new(413, format!("the provenance file exceeds {MAX_PROV} bytes")));
+                    }
+                    bytes.extend_from_slice(&chunk);
                 }
-                prov = Some(bytes);
+                prov = Some(Bytes::from(bytes));
             }
             _ => {}
         }

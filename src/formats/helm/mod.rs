@@ -21,7 +21,7 @@ pub mod views;
 
 use super::{mount, Ctx, Format};
 use crate::model::Action;
-use crate::repo::Repo;
+use crate::repo::{Repo, RepoKind};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
@@ -71,8 +71,19 @@ impl Format for Helm {
 }
 
 /// A request under `/<repo>/`, or under the API (`path` then starts with `api/`).
+/// Every read answer of a remote or virtual repository carries `Cache-Status`, errors
+/// included (also those refused before serving: a malformed path, a denied read).
 pub async fn serve(repo: &Arc<Repo>, ctx: &Ctx, path: &str, req: Request<Body>) -> Response {
-    mount(&Helm, repo, ctx, path, req).await
+    let read = *req.method() == Method::GET || *req.method() == Method::HEAD;
+    let response = mount(&Helm, repo, ctx, path, req).await;
+    if !read || matches!(repo.kind, RepoKind::Hosted) {
+        return response;
+    }
+    let detail = match response.status() {
+        status if status.is_success() || status == StatusCode::NOT_MODIFIED => "assembled from members",
+        status => status.canonical_reason().unwrap_or("error"),
+    };
+    super::fill_cache_status(response, detail)
 }
 
 /// Where chart URLs in index.yaml point: relative to the index by default (the client

@@ -16,12 +16,13 @@ use super::chart::{ChartName, ChartVersionText, Metadata};
 use super::error::HelmError;
 use super::index::{ChartVersion, IndexEntry, View};
 use super::paths;
-use crate::model::{Digest, Entry};
+use crate::model::Entry;
 use crate::repo::{CacheStatus, Freshness, Lookup, Remote, Repo, RepoError, RepoKind, UpstreamRequest};
 use bytes::Bytes;
 use futures::StreamExt;
+use sha2::Digest as _;
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Upstream index.yaml files of large public repositories reach tens of MiB.
 pub const MAX_INDEX: u64 = 128 * 1024 * 1024;
@@ -37,9 +38,6 @@ struct State {
     merged: Option<(String, Arc<View>)>,
     rendered: Option<(String, Arc<Rendered>)>,
 }
-
-/// Makes ETags from one process differ from another's (generations restart at zero).
-static EPOCH: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
 
 fn with_state<T>(repo: &Repo, f: impl FnOnce(&mut State) -> T) -> T {
     match repo.format_state::<Mutex<State>>() {
@@ -100,14 +98,22 @@ pub async fn index(repo: &Repo, base: &str) -> Result<(Arc<Rendered>, Option<Cac
     if let Some(hit) = with_state(repo, |s| s.rendered.as_ref().filter(|(k, _)| *k == key).map(|(_, r)| r.clone())) {
         return Ok((hit, sourced.cache));
     }
-    let generated = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let viewed = started.elapsed();
     // Rendering a large upstream index the first time takes a while: keep it off the runtime.
+    // `generated` is the newest `created` listed and the ETag hashes the document, so both
+    // depend on the charts only: a restart (or another process) renders the same index.
     let (view, url_base) = (sourced.view.clone(), base.to_string());
-    let pieces = tokio::task::spawn_blocking(move || view.render(&url_base, &generated))
-        .await
-        .map_err(HelmError::internal)?
-        .map_err(HelmError::internal)?;
+    let (pieces, etag) = tokio::task::spawn_blocking(move || {
+        let pieces = view.render(&url_base, &last_change(&view))?;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(url_base.as_bytes());
+        hasher.update(b"\n");
+        pieces.iter().for_each(|piece| hasher.update(piece));
+        Ok::<_, serde_yaml::Error>((pieces, hex::encode(&hasher.finalize()[..16])))
+    })
+    .await
+    .map_err(HelmError::internal)?
+    .map_err(HelmError::internal)?;
     let length = pieces.iter().map(Bytes::len).sum::<usize>();
     tracing::info!(
         repo = name,
@@ -117,11 +123,24 @@ pub async fn index(repo: &Repo, base: &str) -> Result<(Arc<Rendered>, Option<Cac
         render_ms = (started.elapsed() - viewed).as_secs_f64() * 1000.0,
         "index.yaml rendered"
     );
-    let tag = Digest::sha256_of(format!("{}\n{name}\n{key}", *EPOCH).as_bytes());
-    let etag = tag.hex()[..32].to_string();
     let rendered = Arc::new(Rendered { pieces, length, etag, gzip: OnceLock::new() });
     with_state(repo, |s| s.rendered = Some((key, rendered.clone())));
     Ok((rendered, sourced.cache))
+}
+
+/// When the charts last changed, as far as the index can tell: the newest `created` among the
+/// listed versions (RFC 3339, to the second), or the Unix epoch for an empty index. A delete
+/// does not move it (the catalog keeps no time of deletes); the ETag still changes then.
+fn last_change(view: &View) -> String {
+    let newest = view
+        .charts
+        .values()
+        .flat_map(|bucket| bucket.versions.iter())
+        .filter_map(|v| v.entry.created.as_deref())
+        .filter_map(|created| humantime::parse_rfc3339_weak(created).ok())
+        .max()
+        .unwrap_or(std::time::UNIX_EPOCH);
+    humantime::format_rfc3339_seconds(newest).to_string()
 }
 
 /// Record a change to a hosted repository's charts. Call while holding its write lock,
@@ -296,9 +315,14 @@ async fn merged(repo: &Repo, members: &[Arc<Repo>]) -> Result<Sourced, HelmError
     let mut views = Vec::new();
     let mut keys = Vec::new();
     let mut failure = None;
+    // A member's index served stale makes the merged one stale too: say so.
+    let mut stale = None;
     for member in members {
         match Box::pin(view(member)).await {
             Ok(sourced) => {
+                if let (None, Some(CacheStatus::Stale(why))) = (&stale, &sourced.cache) {
+                    stale = Some(CacheStatus::Stale(format!("member {}: {why}", member.name)));
+                }
                 keys.push(sourced.key);
                 views.push(sourced.view);
             }
@@ -323,7 +347,7 @@ async fn merged(repo: &Repo, members: &[Arc<Repo>]) -> Result<Sourced, HelmError
             view
         }
     };
-    Ok(Sourced { view, key, cache: None })
+    Ok(Sourced { view, key, cache: stale })
 }
 
 #[cfg(test)]
