@@ -147,3 +147,22 @@ fn split_repo_path<'p>(repos: &Repos, path: &'p str) -> Option<(FormatKind, &'p 
     let format = repos.get(key)?.format;
     Some((format, key, inner.to_string()))
 }
+
+/// `%XX` escapes of a URL path decoded (`+` stays `+`: a path, not a form; `%21` is `!`);
+/// None for a malformed escape or a result that is not UTF-8.
+pub fn percent_decode(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}

@@ -10,6 +10,7 @@
 
 use super::error::GoError;
 use super::module::{unescape, ModulePath, Version};
+use crate::formats::percent_decode;
 use crate::model::Action;
 use axum::http::Method;
 
@@ -157,24 +158,6 @@ fn sumdb(rest: &str) -> Option<Route> {
         _ => return None,
     };
     Some(Route::Sumdb { name: name.to_string(), path: path.to_string(), kind })
-}
-
-/// `%XX` → byte (so `%21` is `!`); None for malformed escapes or non-UTF-8 results.
-pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use super::chart::{ChartName, ChartVersionText};
 use super::error::HelmError;
+use crate::formats::percent_decode;
 use crate::model::Action;
 use axum::http::Method;
 
@@ -110,24 +111,6 @@ pub fn parse(method: &Method, path: &str, _query: Option<&str>) -> Result<Route,
         Some(api) => parse_api(method, api),
         None => parse_file(method, path.strip_prefix("charts/").unwrap_or(&path)),
     }
-}
-
-/// `%XX` escapes decoded (`+` stays `+`: this is a path, not a form); None if malformed.
-fn percent_decode(path: &str) -> Option<String> {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn parse_file(method: &Method, path: &str) -> Result<Route, HelmError> {
