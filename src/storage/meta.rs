@@ -61,3 +61,52 @@ pub trait MetaStore: Send + Sync + 'static {
 pub(crate) fn prefix_end(prefix: &str) -> String {
     format!("{prefix}\u{10FFFF}")
 }
+
+/// One catalog entry from a row of either SQL backend (the same columns in both schemas).
+pub(crate) fn entry_from_row<R: sqlx::Row>(row: &R) -> Result<Entry, MetaError>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let attrs: String = row.try_get("attrs")?;
+    Ok(Entry {
+        repo: row.try_get("repo")?,
+        path: row.try_get("path")?,
+        digest: row.try_get("digest")?,
+        blob: row.try_get("blob")?,
+        size: row.try_get::<i64, _>("size")? as u64,
+        media_type: row.try_get("media_type")?,
+        package: row.try_get("package")?,
+        refers_to: row.try_get("refers_to")?,
+        attrs: serde_json::from_str(&attrs)?,
+        created_at: row.try_get("created_at")?,
+        checked_at: row.try_get("checked_at")?,
+        etag: row.try_get("etag")?,
+    })
+}
+
+pub(crate) fn entries_from_rows<R: sqlx::Row>(rows: &[R]) -> Result<Vec<Entry>, MetaError>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    rows.iter().map(entry_from_row).collect()
+}
+
+pub(crate) fn upload_from_row<R: sqlx::Row>(row: &R) -> Result<UploadSession, MetaError>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(UploadSession {
+        id: row.try_get("id")?,
+        repo: row.try_get("repo")?,
+        package: row.try_get("package")?,
+        created_at: row.try_get("created_at")?,
+    })
+}

@@ -877,19 +877,47 @@ async fn containerd_ns_parameter_routes_to_the_matching_remote() -> Result<()> {
     Ok(())
 }
 
+/// An upstream that accepts connections and never answers; counts them. Stops with the test.
+struct SilentUpstream {
+    url: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    holder: tokio::task::JoinHandle<()>,
+}
+
+impl SilentUpstream {
+    async fn start() -> Result<SilentUpstream> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        Ok(SilentUpstream { url, accepted, holder })
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for SilentUpstream {
+    fn drop(&mut self) {
+        self.holder.abort();
+    }
+}
+
 /// An upstream that accepts connections but never answers holds a blob fetch no longer than
 /// `upstream_timeout` (not the hour-long `fetch_timeout`), so a virtual repository goes on to
 /// its next member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_upstream_blob_fetch_gives_up_after_upstream_timeout() -> Result<()> {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let silent_url = format!("http://{}", silent.local_addr()?);
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent = SilentUpstream::start().await?;
+    let silent_url = silent.url.clone();
     let good = FakeUpstream::start(TestImage::new(41, &[64 * 1024])).await;
     let repos = remote("silent", &silent_url, "upstream_timeout = \"1s\"")
         + &remote("good", &good.url(), "")
@@ -905,7 +933,6 @@ async fn silent_upstream_blob_fetch_gives_up_after_upstream_timeout() -> Result<
     let through = oci.get_blob("both/busybox", &layer).await.context("the virtual repository must answer")?;
     assert_eq!(through.status, StatusCode::OK, "{}", through.text());
     assert_eq!(sha256_digest(&through.body), layer);
-    holder.abort();
     Ok(())
 }
 
@@ -915,14 +942,8 @@ async fn silent_upstream_blob_fetch_gives_up_after_upstream_timeout() -> Result<
 /// within a client bound shorter than one upstream wait, and the image lands in `deploy_to`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_through_a_virtual_repository_does_not_wait_on_a_silent_upstream() -> Result<()> {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let silent_url = format!("http://{}", silent.local_addr()?);
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent = SilentUpstream::start().await?;
+    let silent_url = silent.url.clone();
     let repos = "\n[[repository]]\nname = \"local\"\nformat = \"docker\"\nkind = \"hosted\"\n".to_string()
         + &remote("silent", &silent_url, "")
         + "\n[[repository]]\nname = \"both\"\nformat = \"docker\"\nkind = \"virtual\"\n"
@@ -944,7 +965,6 @@ async fn push_through_a_virtual_repository_does_not_wait_on_a_silent_upstream() 
     tokio::time::timeout(Duration::from_secs(15), copy).await.context("skopeo waited on the upstream")??;
     let pulled = oci.get_manifest("local/busybox", "1.0").await?;
     assert_eq!(pulled.status, StatusCode::OK, "{}", pulled.text());
-    holder.abort();
     Ok(())
 }
 
@@ -988,17 +1008,8 @@ async fn a_corrupt_upstream_manifest_is_a_502_that_says_so() -> Result<()> {
 /// window, not one per request), and still get their answer from the next member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_upstream_is_not_waited_on_again_within_upstream_timeout() -> Result<()> {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let silent_url = format!("http://{}", silent.local_addr()?);
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = accepted.clone();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held.push(socket);
-        }
-    });
+    let silent = SilentUpstream::start().await?;
+    let silent_url = silent.url.clone();
     let good = FakeUpstream::start(TestImage::new(45, &[4096, 8192])).await;
     let repos = remote("silent", &silent_url, "upstream_timeout = \"1s\"")
         + &remote("good", &good.url(), "")
@@ -1012,7 +1023,6 @@ async fn a_timed_out_upstream_is_not_waited_on_again_within_upstream_timeout() -
         let blob = oci.get_blob("both/busybox", &image.layer_digest(i)).await?;
         assert_eq!(sha256_digest(&blob.body), image.layer_digest(i));
     }
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "the silent upstream was asked again");
-    holder.abort();
+    assert_eq!(silent.connections(), 1, "the silent upstream was asked again");
     Ok(())
 }

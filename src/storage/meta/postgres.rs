@@ -5,10 +5,10 @@
 
 mod lease;
 
-use super::{prefix_end, MetaError, MetaStore, UploadSession};
+use super::{entries_from_rows, entry_from_row, prefix_end, upload_from_row, MetaError, MetaStore, UploadSession};
 use crate::model::Entry;
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use std::time::Duration;
 
@@ -100,28 +100,6 @@ where
             }
         }
     }
-}
-
-fn entry_from_row(row: &PgRow) -> Result<Entry, MetaError> {
-    let attrs: String = row.try_get("attrs")?;
-    Ok(Entry {
-        repo: row.try_get("repo")?,
-        path: row.try_get("path")?,
-        digest: row.try_get("digest")?,
-        blob: row.try_get("blob")?,
-        size: row.try_get::<i64, _>("size")? as u64,
-        media_type: row.try_get("media_type")?,
-        package: row.try_get("package")?,
-        refers_to: row.try_get("refers_to")?,
-        attrs: serde_json::from_str(&attrs)?,
-        created_at: row.try_get("created_at")?,
-        checked_at: row.try_get("checked_at")?,
-        etag: row.try_get("etag")?,
-    })
-}
-
-fn entries_from_rows(rows: &[PgRow]) -> Result<Vec<Entry>, MetaError> {
-    rows.iter().map(entry_from_row).collect()
 }
 
 #[async_trait]
@@ -271,13 +249,4 @@ impl MetaStore for PostgresMetaStore {
         .await?;
         rows.iter().map(upload_from_row).collect()
     }
-}
-
-fn upload_from_row(r: &sqlx::postgres::PgRow) -> Result<UploadSession, MetaError> {
-    Ok(UploadSession {
-        id: r.try_get("id")?,
-        repo: r.try_get("repo")?,
-        package: r.try_get("package")?,
-        created_at: r.try_get("created_at")?,
-    })
 }

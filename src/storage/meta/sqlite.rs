@@ -1,9 +1,9 @@
 //! SQLite metadata store (the embedded default), WAL mode, migrations applied at open.
 
-use super::{prefix_end, MetaError, MetaStore, UploadSession};
+use super::{entries_from_rows, entry_from_row, prefix_end, upload_from_row, MetaError, MetaStore, UploadSession};
 use crate::model::Entry;
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
@@ -27,28 +27,6 @@ impl SqliteMetaStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(SqliteMetaStore { pool })
     }
-}
-
-fn entry_from_row(row: &SqliteRow) -> Result<Entry, MetaError> {
-    let attrs: String = row.try_get("attrs")?;
-    Ok(Entry {
-        repo: row.try_get("repo")?,
-        path: row.try_get("path")?,
-        digest: row.try_get("digest")?,
-        blob: row.try_get("blob")?,
-        size: row.try_get::<i64, _>("size")? as u64,
-        media_type: row.try_get("media_type")?,
-        package: row.try_get("package")?,
-        refers_to: row.try_get("refers_to")?,
-        attrs: serde_json::from_str(&attrs)?,
-        created_at: row.try_get("created_at")?,
-        checked_at: row.try_get("checked_at")?,
-        etag: row.try_get("etag")?,
-    })
-}
-
-fn entries_from_rows(rows: &[SqliteRow]) -> Result<Vec<Entry>, MetaError> {
-    rows.iter().map(entry_from_row).collect()
 }
 
 #[async_trait]
@@ -189,15 +167,6 @@ impl MetaStore for SqliteMetaStore {
         sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&self.pool).await?;
         Ok(())
     }
-}
-
-fn upload_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UploadSession, MetaError> {
-    Ok(UploadSession {
-        id: r.try_get("id")?,
-        repo: r.try_get("repo")?,
-        package: r.try_get("package")?,
-        created_at: r.try_get("created_at")?,
-    })
 }
 
 #[cfg(test)]
