@@ -323,3 +323,37 @@ fn tokio_stream_from(
         }
     }
 }
+
+/// Helm's hosted index is cached per node: a chart uploaded or deleted through one node shows
+/// in (or leaves) the index.yaml another node serves, through the catalog's stamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_index_follows_uploads_and_deletes_made_through_other_nodes() -> Result<()> {
+    use crate::helm_fixtures::{package, HelmClient};
+    let repos = "[[repository]]\nname = \"charts\"\nformat = \"helm\"\nkind = \"hosted\"\n";
+    let Some(cluster) = Cluster::start(2, repos).await else { return Ok(()) };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let on_b = HelmClient::new(&format!("{}/charts", b.base_url()));
+    assert!(on_b.index().await?.entries.is_empty(), "node B builds its view of an empty repository");
+    let http = reqwest::Client::new();
+    let put = http.put(format!("{}/charts/web-1.0.0.tgz", a.base_url())).body(package("web", "1.0.0")).send().await?;
+    ensure!(put.status().is_success(), "upload through node A: {}", put.status());
+    let mut seen = false;
+    for _ in 0..100 {
+        if on_b.index().await?.entries.contains_key("web") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    ensure!(seen, "node B's index.yaml never listed the chart uploaded through node A");
+    let deleted = http.delete(format!("{}/api/charts/charts/web/1.0.0", b.base_url())).send().await?;
+    ensure!(deleted.status().is_success(), "delete through node B: {}", deleted.status());
+    let on_a = HelmClient::new(&format!("{}/charts", a.base_url()));
+    for _ in 0..100 {
+        if !on_a.index().await?.entries.contains_key("web") {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("node A's index.yaml still lists the chart deleted through node B")
+}

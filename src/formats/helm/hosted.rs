@@ -141,7 +141,7 @@ pub async fn delete(repo: &Repo, name: &ChartName, version: &ChartVersionText) -
         }
         return Err(HelmError::not_found(format!("chart {name} {version} not found")));
     }
-    views::changed(target, |view| view.without(name.as_str(), version.as_str()));
+    views::changed(target, |view| view.without(name.as_str(), version.as_str())).await?;
     Ok(json(StatusCode::OK, serde_json::json!({ "deleted": true })))
 }
 
@@ -246,7 +246,7 @@ async fn save_chart(target: &Repo, meta: &Metadata, info: &BlobInfo) -> Result<(
     }
     target.put_entry(&entry).await?;
     if let Some(version) = views::stored_version(&entry) {
-        views::changed(target, |view| view.with(version));
+        views::changed(target, |view| view.with(version)).await?;
     }
     Ok(())
 }

@@ -6,9 +6,13 @@
 //!                                      index.yaml never re-reads archives)
 //!   charts/<name>/<version>.tgz.prov   provenance file beside its chart
 //!   index.yaml                         remote: the upstream's index.yaml as fetched
+//!   _stamp                             hosted: a fresh id (digest, no blob) written with every
+//!                                      upload and delete, so each node's cached view of the
+//!                                      charts knows when another node changed them
 
 pub const CHARTS: &str = "charts/";
 pub const UPSTREAM_INDEX: &str = "index.yaml";
+pub const STAMP: &str = "_stamp";
 
 pub fn chart(name: &str, version: &str) -> String {
     format!("{CHARTS}{name}/{version}.tgz")

@@ -31,6 +31,8 @@ const PAGE: u32 = 1000;
 #[derive(Default)]
 struct State {
     hosted: Option<Arc<View>>,
+    /// The catalog's `_stamp` the hosted view was built at (or last changed to).
+    stamp: Option<String>,
     generation: u64,
     /// Remote: the view of the upstream index stored as this blob.
     upstream: Option<(String, Arc<View>)>,
@@ -144,31 +146,55 @@ fn last_change(view: &View) -> String {
 }
 
 /// Record a change to a hosted repository's charts. Call while holding its write lock,
-/// after the catalog was written.
-pub fn changed(repo: &Repo, change: impl FnOnce(&View) -> View) {
+/// after the catalog was written: the view is changed in place and a new `_stamp` tells the
+/// other nodes over the same database to reload theirs.
+pub async fn changed(repo: &Repo, change: impl FnOnce(&View) -> View) -> Result<(), HelmError> {
+    let stamp = uuid::Uuid::new_v4().simple().to_string();
+    let now = crate::model::unix_now();
+    let entry = Entry {
+        path: paths::STAMP.to_string(),
+        digest: stamp.clone(),
+        attrs: serde_json::json!({}),
+        created_at: now,
+        checked_at: now,
+        ..Default::default()
+    };
+    repo.put_entry(&entry).await?;
     with_state(repo, |s| {
         s.generation += 1;
+        s.stamp = Some(stamp);
         if let Some(view) = &s.hosted {
             s.hosted = Some(Arc::new(change(view)));
         }
     });
+    Ok(())
 }
 
-fn hosted_snapshot(repo: &Repo) -> Option<Sourced> {
+/// The cached hosted view, if it was built at the catalog's current `stamp`.
+fn hosted_snapshot(repo: &Repo, stamp: &Option<String>) -> Option<Sourced> {
     with_state(repo, |s| {
+        if s.stamp != *stamp {
+            (s.hosted, s.stamp) = (None, stamp.clone());
+            s.generation += 1;
+        }
         let key = format!("h{}:{}", repo.name, s.generation);
         s.hosted.clone().map(|view| Sourced { view, key, cache: None })
     })
 }
 
+async fn current_stamp(repo: &Repo) -> Result<Option<String>, HelmError> {
+    Ok(repo.get_local(paths::STAMP).await?.map(|e| e.digest))
+}
+
 async fn hosted(repo: &Repo) -> Result<Sourced, HelmError> {
-    if let Some(sourced) = hosted_snapshot(repo) {
+    if let Some(sourced) = hosted_snapshot(repo, &current_stamp(repo).await?) {
         return Ok(sourced);
     }
     // Writers hold this lock while they write the catalog and call `changed`, so nothing
     // lands between the listing and storing the view.
     let _writes = repo.lock_writes().await?;
-    if let Some(sourced) = hosted_snapshot(repo) {
+    let stamp = current_stamp(repo).await?;
+    if let Some(sourced) = hosted_snapshot(repo, &stamp) {
         return Ok(sourced);
     }
     let mut versions = Vec::new();
@@ -183,7 +209,7 @@ async fn hosted(repo: &Repo) -> Result<Sourced, HelmError> {
     }
     let view = Arc::new(View::from_versions(versions));
     with_state(repo, |s| s.hosted = Some(view));
-    hosted_snapshot(repo).ok_or_else(|| HelmError::internal("hosted view vanished"))
+    hosted_snapshot(repo, &stamp).ok_or_else(|| HelmError::internal("hosted view vanished"))
 }
 
 /// The index entry of a stored chart, from the metadata recorded at upload.
