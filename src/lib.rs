@@ -151,6 +151,14 @@ async fn open_blobs(
         BlobBackend::Fs => Arc::new(FsBlobStore::open(&config.storage.path).await?),
         BlobBackend::S3 => {
             let store = S3BlobStore::open(&config.storage.blobs)?;
+            store.check_access().await.map_err(|e| {
+                let blobs = &config.storage.blobs;
+                anyhow::anyhow!(
+                    "S3 bucket {:?} at {} is not usable (bucket, credentials, region?): {e}",
+                    blobs.bucket.as_deref().unwrap_or(""),
+                    blobs.endpoint.as_deref().unwrap_or("the AWS endpoint")
+                )
+            })?;
             let sweeper = store.clone();
             tokio::spawn(async move {
                 match sweeper.sweep_abandoned(abandoned_after).await {

@@ -32,7 +32,7 @@ pub fn router(repos: Arc<Repos>, public_url: Option<url::Url>, addressing: Addre
     let shared = Shared { repos, public_url, addressing };
     Router::new()
         .merge(internal)
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/api/v1/repositories", get(list_repositories))
         .route("/v2", axum::routing::any(serve_oci))
         .route("/v2/", axum::routing::any(serve_oci))
@@ -41,6 +41,23 @@ pub fn router(repos: Arc<Repos>, public_url: Option<url::Url>, addressing: Addre
         .with_state(shared)
         .layer(middleware::from_fn(linger::linger_on_unread_bodies))
         .layer(middleware::from_fn(log_request))
+}
+
+/// `ok` when the metadata store answers within 3 s, else 503: a load balancer then stops
+/// sending requests to a node whose database is gone (they would wait and fail).
+async fn healthz(State(shared): State<Shared>) -> Response {
+    let Some(repo) = shared.repos.all().next() else { return "ok".into_response() };
+    let probe = repo.meta().get_upload("healthz-probe");
+    match tokio::time::timeout(std::time::Duration::from_secs(3), probe).await {
+        Ok(Ok(_)) => "ok".into_response(),
+        Ok(Err(e)) => unhealthy(format!("metadata store failed: {e}")),
+        Err(_) => unhealthy("metadata store did not answer within 3 s".into()),
+    }
+}
+
+fn unhealthy(why: String) -> Response {
+    tracing::warn!("health check: {why}");
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
 }
 
 async fn serve_oci(State(shared): State<Shared>, req: Request<Body>) -> Response {

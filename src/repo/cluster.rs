@@ -143,7 +143,12 @@ async fn follow(
     let query = [("repo", job.repo.as_str()), ("path", job.path.as_str())];
     let peer = |e: reqwest::Error| RepoError::Unreachable(format!("cluster peer {node_url}: {e}"));
     let request = ctx.http.get(&url).query(&query).header(TOKEN_HEADER, &ctx.token);
-    let response = request.send().await.map_err(peer)?;
+    // A leader that stops without dying (frozen, partitioned without a reset) must not hold its
+    // followers: silence past twice the lease TTL ends the stream, and the caller looks at the
+    // lease again (expired: take over; still renewed: follow again or fetch without it).
+    let idle = ctx.lease_ttl * 2;
+    let silent = || RepoError::Unreachable(format!("cluster peer {node_url} sent nothing for {idle:?}"));
+    let response = tokio::time::timeout(idle, request.send()).await.map_err(|_| silent())?.map_err(peer)?;
     let outcome = response.headers().get(OUTCOME_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let upstream_status = outcome.as_deref().and_then(|o| o.strip_prefix("upstream-")).and_then(|s| s.parse().ok());
     match (response.status().as_u16(), upstream_status) {
@@ -163,7 +168,7 @@ async fn follow(
     // The spool may hold a prefix from an earlier leader: skip what we have.
     let mut skip = spool.written();
     let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
+    while let Some(chunk) = tokio::time::timeout(idle, body.next()).await.map_err(|_| silent())? {
         let chunk = chunk.map_err(peer)?;
         let len = chunk.len() as u64;
         if skip >= len {

@@ -357,3 +357,47 @@ async fn helm_index_follows_uploads_and_deletes_made_through_other_nodes() -> Re
     }
     anyhow::bail!("node A's index.yaml still lists the chart deleted through node B")
 }
+
+/// A bucket that does not exist (or credentials it refuses) stops the node at start with a
+/// message naming the bucket, instead of "blob unknown" answers for content that exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_bucket_is_refused_at_start() -> Result<()> {
+    let Some(garage) = Garage::start() else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let port = crate::server::free_port();
+    let blobs = format!(
+        "[storage.blobs]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"nosuchbucket\"\nregion = \"{}\"\n\
+         access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+        garage.endpoint, garage.region, garage.access_key_id, garage.secret_access_key
+    );
+    let config = format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = \"./data\"\n{blobs}");
+    std::fs::write(dir.path().join("node.toml"), config)?;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_binaryrepo"));
+    cmd.args(["serve", "--config", "node.toml"]).current_dir(dir.path()).kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output()).await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "the node started on a missing bucket");
+    ensure!(stderr.contains("nosuchbucket") && stderr.contains("not usable"), "{stderr}");
+    Ok(())
+}
+
+/// `/healthz` answers 503 once the metadata store is gone, so a load balancer stops sending
+/// requests to the node (they would wait on the database and fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_fails_when_the_database_is_gone() -> Result<()> {
+    let Some(pg) = Postgres::start() else { return Ok(()) };
+    let port = crate::server::free_port();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = \"./data\"\n[storage.database]\nurl = \"{}\"\n{}",
+        pg.url,
+        docker_repos(NO_UPSTREAM)
+    );
+    let node = TestServer::start_with_file(port, &text, ServerOptions::default()).await;
+    let http = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(20)).build()?;
+    let health = format!("{}/healthz", node.base_url());
+    assert_eq!(http.get(&health).send().await?.status(), 200);
+    drop(pg);
+    let answer = http.get(&health).send().await?;
+    assert_eq!(answer.status(), 503, "{}", answer.text().await?);
+    Ok(())
+}

@@ -92,6 +92,37 @@ async fn leader_killed_mid_fetch_another_node_completes_the_pull() -> Result<()>
     Ok(())
 }
 
+/// The leader freezes (SIGSTOP: no reset, no renewals) while a follower streams from it: the
+/// follower gives up on the silent stream, takes the expired lease over and completes the pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_leader_mid_fetch_another_node_completes_the_pull() -> Result<()> {
+    const SIZE: usize = 8 * MIB;
+    let fake = FakeUpstream::start(TestImage::new(412, &[100])).await;
+    let digest = fake.add_blob(Bytes::from(noise(413, SIZE)));
+    let gate = fake.gate_blob_bodies(SIZE / 2);
+    let Some(mut cluster) = Cluster::start_with(2, &docker_repos(&fake.url()), Some("1s"), false).await else {
+        return Ok(());
+    };
+    let http = streaming_client();
+    let url = |node: usize| format!("{}/v2/docker-remote/busybox/blobs/{digest}", cluster.nodes[node].base_url());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let on_leader = tokio::spawn(read_blob(http.clone(), url(0), None, Some((0, tx.clone())), None));
+    signals(&mut rx, 1, "leader's client headers").await;
+    gate.wait_reached(1).await;
+    let follower = tokio::spawn(read_blob(http.clone(), url(1), None, Some((MIB as u64, tx.clone())), None));
+    drop(tx);
+    signals(&mut rx, 1, "follower's first MiB").await;
+    cluster.nodes[0].signal("-STOP");
+    gate.open();
+    let read = follower.await;
+    cluster.nodes[0].signal("-CONT");
+    read??.assert_complete("client on the live node", SIZE, &digest, "fwd=uri-miss");
+    assert_eq!(fake.blob_gets(&digest), 2, "the live node fetched once more: {:?}", fake.all_hits());
+    cluster.nodes[0].stop();
+    let _ = on_leader.await;
+    Ok(())
+}
+
 /// A leader whose lease is live but whose advertised URL nobody can reach (a misconfiguration,
 /// a partition): after twice the lease TTL of failures the follower fetches on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

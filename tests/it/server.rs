@@ -188,6 +188,13 @@ impl TestServer {
         }
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`, …) to the server process with `kill`.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg(signal).arg(child.id().to_string()).status();
+        }
+    }
+
     /// Kills the process (data stays).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -102,6 +102,14 @@ impl S3BlobStore {
     /// Delete what crashed nodes left behind: parts of upstream fetches (`uploads/fetch-*`,
     /// never resumed by anyone) and `tmp/` objects last written more than `older_than` ago.
     /// Client uploads stay (a client may resume them). Returns how many objects went.
+    /// Write and delete a probe object: a missing bucket or wrong credentials fail here, at
+    /// start, instead of as "blob unknown" answers for content that exists.
+    pub async fn check_access(&self) -> Result<(), BlobError> {
+        let probe = self.key(&format!("tmp/probe-{}", uuid::Uuid::new_v4().simple()));
+        self.store.put(&probe, PutPayload::from_static(b"binaryrepo")).await.map_err(backend)?;
+        self.store.delete(&probe).await.map_err(backend)
+    }
+
     pub async fn sweep_abandoned(&self, older_than: Duration) -> Result<usize, BlobError> {
         let older = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
         let cutoff = crate::model::unix_now().saturating_sub(older);
