@@ -188,7 +188,11 @@ async fn open_meta(config: &Config) -> anyhow::Result<MetaStores> {
         let meta = SqliteMetaStore::open(&file).await?;
         return Ok((Arc::new(CachedMetaStore::new(Arc::new(meta))), None));
     }
-    let pg = Arc::new(PostgresMetaStore::open(url).await?);
+    let pg = PostgresMetaStore::open(url).await.map_err(|e| {
+        let at = url::Url::parse(url).map(|u| format!("{}:{}", u.host_str().unwrap_or("?"), u.port().unwrap_or(5432)));
+        anyhow::anyhow!("cannot open the PostgreSQL metadata store at {}: {e}", at.unwrap_or_default())
+    })?;
+    let pg = Arc::new(pg);
     let pool = pg.pool().clone();
     let cached = Arc::new(CachedMetaStore::new(pg.clone()));
     let target = Arc::downgrade(&cached);
