@@ -74,7 +74,17 @@ async fn elect_and_fetch(
             return Ok(entry);
         }
         match ctx.leases.acquire(&key, &ctx.node_id, ctx.advertise_url.as_str(), ctx.lease_ttl).await? {
-            Lease::Mine => return lead(job, ctx, &key, id, tx, spool).await,
+            Lease::Mine => {
+                // The previous holder may have published and released between our look above
+                // and this acquire: look again before fetching a second time.
+                if let Some(entry) = ctx.meta.get_entry(&job.repo, &job.path).await? {
+                    if let Err(e) = ctx.leases.release(&key, &ctx.node_id).await {
+                        tracing::warn!(key = %key, "releasing the fetch lease: {e}");
+                    }
+                    return Ok(entry);
+                }
+                return lead(job, ctx, &key, id, tx, spool).await;
+            }
             Lease::Held { node_url, .. } => match follow(job, ctx, &node_url, tx, spool).await {
                 Ok(Some(entry)) => return Ok(entry),
                 // No such fetch there (just finished, or not started yet): look again once at once.
