@@ -60,14 +60,22 @@ async fn sixty_cold_pulls_over_three_nodes_make_one_upstream_fetch() -> Result<(
     Ok(())
 }
 
-/// The leader is killed with SIGKILL while the upstream holds the second half of the body; a
-/// client on another node, already streaming the first half from the leader, still gets the
-/// whole verified blob: its node takes the lease over once it expires and fetches again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_killed_mid_fetch_another_node_completes_the_pull() -> Result<()> {
+/// How the leading node drops out of a fetch while a follower streams from it.
+#[derive(Clone, Copy, PartialEq)]
+enum LeaderLoss {
+    /// SIGKILL: connections reset, renewals stop.
+    Killed,
+    /// SIGSTOP: no reset, no renewals; the follower's stream just goes silent.
+    Frozen,
+}
+
+/// Node 0 leads the fetch of a 12 MiB blob whose upstream holds the second half; a client on
+/// node 1 follows and has its first MiB when the leader drops out. That client still gets the
+/// whole verified blob: its node takes the expired lease over and fetches once more.
+async fn leader_drops_out_mid_fetch(loss: LeaderLoss, seed: u64) -> Result<()> {
     const SIZE: usize = 12 * MIB;
-    let fake = FakeUpstream::start(TestImage::new(410, &[100])).await;
-    let digest = fake.add_blob(Bytes::from(noise(411, SIZE)));
+    let fake = FakeUpstream::start(TestImage::new(seed, &[100])).await;
+    let digest = fake.add_blob(Bytes::from(noise(seed + 1, SIZE)));
     let gate = fake.gate_blob_bodies(SIZE / 2);
     let Some(mut cluster) = Cluster::start_with(2, &docker_repos(&fake.url()), Some("1s"), false).await else {
         return Ok(());
@@ -79,48 +87,36 @@ async fn leader_killed_mid_fetch_another_node_completes_the_pull() -> Result<()>
     let on_leader = tokio::spawn(read_blob(http.clone(), url(0), None, Some((0, tx.clone())), None));
     signals(&mut rx, 1, "leader's client headers").await;
     gate.wait_reached(1).await;
-    // A client on node 1 follows and receives part of the first half from the leader.
     let follower = tokio::spawn(read_blob(http.clone(), url(1), None, Some((MIB as u64, tx.clone())), None));
     drop(tx);
     signals(&mut rx, 1, "follower's first MiB").await;
-    cluster.nodes[0].stop();
-    let _ = on_leader.await?;
+    match loss {
+        LeaderLoss::Killed => {
+            cluster.nodes[0].stop();
+            let _ = on_leader.await?;
+        }
+        LeaderLoss::Frozen => cluster.nodes[0].signal("-STOP"),
+    }
     gate.open();
-    let read = follower.await??;
-    read.assert_complete("client on the surviving node", SIZE, &digest, "fwd=uri-miss");
-    assert_eq!(fake.blob_gets(&digest), 2, "the survivor fetched once more: {:?}", fake.all_hits());
+    let read = follower.await;
+    if loss == LeaderLoss::Frozen {
+        cluster.nodes[0].signal("-CONT");
+        cluster.nodes[0].stop();
+    }
+    read??.assert_complete("client on the other node", SIZE, &digest, "fwd=uri-miss");
+    assert_eq!(fake.blob_gets(&digest), 2, "the other node fetched once more: {:?}", fake.all_hits());
     Ok(())
 }
 
-/// The leader freezes (SIGSTOP: no reset, no renewals) while a follower streams from it: the
-/// follower gives up on the silent stream, takes the expired lease over and completes the pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_mid_fetch_another_node_completes_the_pull() -> Result<()> {
+    leader_drops_out_mid_fetch(LeaderLoss::Killed, 410).await
+}
+
+/// The follower gives up on the silent stream after twice the lease TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_leader_mid_fetch_another_node_completes_the_pull() -> Result<()> {
-    const SIZE: usize = 8 * MIB;
-    let fake = FakeUpstream::start(TestImage::new(412, &[100])).await;
-    let digest = fake.add_blob(Bytes::from(noise(413, SIZE)));
-    let gate = fake.gate_blob_bodies(SIZE / 2);
-    let Some(mut cluster) = Cluster::start_with(2, &docker_repos(&fake.url()), Some("1s"), false).await else {
-        return Ok(());
-    };
-    let http = streaming_client();
-    let url = |node: usize| format!("{}/v2/docker-remote/busybox/blobs/{digest}", cluster.nodes[node].base_url());
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let on_leader = tokio::spawn(read_blob(http.clone(), url(0), None, Some((0, tx.clone())), None));
-    signals(&mut rx, 1, "leader's client headers").await;
-    gate.wait_reached(1).await;
-    let follower = tokio::spawn(read_blob(http.clone(), url(1), None, Some((MIB as u64, tx.clone())), None));
-    drop(tx);
-    signals(&mut rx, 1, "follower's first MiB").await;
-    cluster.nodes[0].signal("-STOP");
-    gate.open();
-    let read = follower.await;
-    cluster.nodes[0].signal("-CONT");
-    read??.assert_complete("client on the live node", SIZE, &digest, "fwd=uri-miss");
-    assert_eq!(fake.blob_gets(&digest), 2, "the live node fetched once more: {:?}", fake.all_hits());
-    cluster.nodes[0].stop();
-    let _ = on_leader.await;
-    Ok(())
+    leader_drops_out_mid_fetch(LeaderLoss::Frozen, 412).await
 }
 
 /// A leader whose lease is live but whose advertised URL nobody can reach (a misconfiguration,
